@@ -1,0 +1,1 @@
+"""Query engines: bind the logical lake table names to an engine (DuckDB locally, Spark at scale)."""

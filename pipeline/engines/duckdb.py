@@ -1,0 +1,77 @@
+"""DuckDB binding: every lake table as a view with its logical name.
+
+Queries (detections, hunts, retention) say ``FROM signins``; this module makes that name a view
+over the committed Parquet files of the table, typed from ``schemas/`` (so an empty table still has
+its columns), with the partition column pinned to VARCHAR. The ``tokens`` view adds the columns
+the key registry derives at read time (``pipeline.keys.tokens_view_sql``), so keys imported after
+the tokens still give the right answers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+
+from pipeline import schemas
+from pipeline.lake import Lake
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def stored_relation_sql(lake: Lake, table: str) -> str:
+    """SELECT of the stored columns of ``table``, typed from its schema; empty when it has no files."""
+    spec = schemas.table(table)
+    files = lake.table_files(table)
+    cols = spec.stored_columns
+    if not files:
+        select = ", ".join(f"CAST(NULL AS {c.sql_type}) AS {c.name}" for c in cols)
+        return f"SELECT {select} WHERE 1 = 0"
+    file_list = "[" + ", ".join(_quote(str(f)) for f in files) + "]"
+    select = ", ".join(f"CAST({c.name} AS {c.sql_type}) AS {c.name}" for c in cols)
+    return (
+        f"SELECT {select} FROM read_parquet({file_list}, hive_partitioning = true, "
+        f"hive_types = {{'{spec.partition}': VARCHAR}}, union_by_name = true)"
+    )
+
+
+def bind_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
+    """Create one view per lake table on ``con``. Returns the view names."""
+    names = []
+    for name in schemas.all_tables():
+        relation = "tokens_stored" if name == "tokens" else name
+        con.execute(f"CREATE OR REPLACE VIEW {relation} AS {stored_relation_sql(lake, name)}")
+        names.append(relation)
+    try:
+        from pipeline.keys import tokens_view_sql
+    except ImportError:  # key registry not available: expose the stored columns only
+        con.execute("CREATE OR REPLACE VIEW tokens AS SELECT * FROM tokens_stored")
+    else:
+        con.execute(f"CREATE OR REPLACE VIEW tokens AS {tokens_view_sql('tokens_stored', 'signing_keys')}")
+    names.append("tokens")
+    return names
+
+
+def connect(lake: Lake | Path, *, read_only: bool = True, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with the lake's views.
+
+    ``read_only`` locks the session down after the views exist: no file access outside the lake,
+    no extensions, no ATTACH, configuration frozen. Views over Parquet cannot modify the lake, so a
+    hunt can read everything and change nothing.
+    """
+    lake = lake if isinstance(lake, Lake) else Lake(Path(lake))
+    con = duckdb.connect(":memory:")
+    con.execute("SET TimeZone = 'UTC'")
+    if threads:
+        con.execute(f"SET threads = {int(threads)}")
+    bind_views(con, lake)
+    if read_only:
+        root = str(lake.root)
+        con.execute(f"SET allowed_directories = [{_quote(root + '/')}]")
+        con.execute("SET enable_external_access = false")
+        con.execute("SET autoinstall_known_extensions = false")
+        con.execute("SET autoload_known_extensions = false")
+        con.execute("SET lock_configuration = true")
+    return con

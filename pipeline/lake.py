@@ -1,0 +1,323 @@
+"""The local Parquet lake: atomic partitioned batch writes, manifest, quarantine and the lock.
+
+Layout (readable as-is by DuckDB, Spark and Trino)::
+
+    <lake>/<table>/event_date=YYYY-MM-DD/part-<batch_id>-<seq>.parquet
+    <lake>/_manifest/batches/<batch_id>.json     commit records (the commit point)
+    <lake>/_manifest/pending/<batch_id>.json     journal of a batch being published
+    <lake>/_staging/<batch_id>/...               files written before the commit
+    <lake>/.tokenhunt.lock                       one writer at a time
+
+Why this shape: a batch is written to staging first, its final paths are journaled, the files are
+renamed into place and the commit record is written last. Readers only see files whose batch has a
+commit record (``table_files``), so a crash at any point leaves no partial batch visible, and the
+next writer rolls the journal back (``recover``) before doing anything else.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections import defaultdict
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline import schemas
+
+MANIFEST_DIR = "_manifest"
+STAGING_DIR = "_staging"
+LOCK_FILE = ".tokenhunt.lock"
+
+
+class LakeBusy(RuntimeError):
+    """Another tokenhunt process is writing to the same lake."""
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def new_batch_id() -> str:
+    """Sortable, unique batch id: UTC time then random hex."""
+    return utcnow().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:12]
+
+
+def _write_json_atomic(path: Path, doc: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(doc, fh, default=str, indent=1)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _batch_of(path: Path) -> str | None:
+    """Batch id encoded in a data file name ``part-<batch_id>-<seq>.parquet``."""
+    stem = path.name
+    if not stem.startswith("part-") or not stem.endswith(".parquet"):
+        return None
+    return stem[len("part-") :].rsplit("-", 1)[0]
+
+
+@dataclass
+class Lake:
+    root: Path
+
+    def __post_init__(self) -> None:
+        self.root = Path(self.root).expanduser().resolve()
+
+    # ------------------------------------------------------------------ reading
+    def committed(self) -> dict[str, dict]:
+        """Commit records of every committed batch, by batch id."""
+        out: dict[str, dict] = {}
+        batches = self.root / MANIFEST_DIR / "batches"
+        if not batches.is_dir():
+            return out
+        for path in batches.glob("*.json"):
+            try:
+                out[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, json.JSONDecodeError):
+                continue  # a torn commit record never happens (atomic rename); be tolerant anyway
+        return out
+
+    def table_files(self, table: str, partitions: Iterable[str] | None = None) -> list[Path]:
+        """Committed, not superseded data files of ``table`` (optionally only some partitions)."""
+        commits = self.committed()
+        superseded = {p for rec in commits.values() for p in rec.get("removes", [])}
+        base = self.root / table
+        if not base.is_dir():
+            return []
+        part_col = schemas.table(table).partition
+        dirs = (
+            [base / f"{part_col}={p}" for p in partitions]
+            if partitions is not None
+            else sorted(d for d in base.iterdir() if d.is_dir() and d.name.startswith(part_col + "="))
+        )
+        files: list[Path] = []
+        for d in dirs:
+            if not d.is_dir():
+                continue
+            for f in sorted(d.glob("part-*.parquet")):
+                if _batch_of(f) in commits and str(f.relative_to(self.root)) not in superseded:
+                    files.append(f)
+        return files
+
+    def partitions(self, table: str) -> list[str]:
+        part_col = schemas.table(table).partition
+        return sorted({f.parent.name.split("=", 1)[1] for f in self.table_files(table)} - {""}) if part_col else []
+
+    def read_table(self, table: str, columns: list[str] | None = None, partitions: Iterable[str] | None = None) -> pa.Table:
+        """Read committed rows of a table into Arrow (partition column included)."""
+        spec = schemas.table(table)
+        files = self.table_files(table, partitions)
+        target = pa.schema([pa.field(c.name, c.arrow_type) for c in spec.stored_columns])
+        if columns:
+            target = pa.schema([target.field(c) for c in columns])
+        pieces = []
+        for f in files:
+            file_cols = [c for c in target.names if c != spec.partition]
+            t = pq.read_table(f, columns=file_cols)
+            if spec.partition in target.names:
+                value = f.parent.name.split("=", 1)[1]
+                t = t.append_column(spec.partition, pa.array([value] * t.num_rows, pa.string()))
+            pieces.append(t.select(target.names))
+        if not pieces:
+            return target.empty_table()
+        return pa.concat_tables(pieces).cast(target)
+
+    def ingested_sources(self) -> dict[str, dict]:
+        """Commit records by source file SHA-256: the file-level idempotency check."""
+        return {rec["source_sha256"]: rec for rec in self.committed().values() if rec.get("source_sha256")}
+
+    # ------------------------------------------------------------------ writing
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the lake's writer lock; a second writer gets a clear LakeBusy at once."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.root / LOCK_FILE
+        fh = open(path, "a+")
+        try:
+            try:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.seek(0)
+                holder = fh.read().strip() or "unknown"
+                raise LakeBusy(
+                    f"another tokenhunt run is writing to {self.root} (lock {path}, held by {holder}); "
+                    "wait for it to finish or run on another --lake"
+                ) from None
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"pid {os.getpid()} since {utcnow().isoformat()}")
+            fh.flush()
+            self.recover()
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
+
+    def recover(self) -> list[str]:
+        """Roll back batches that crashed before their commit record. Returns the rolled-back ids."""
+        rolled: list[str] = []
+        commits = self.committed()
+        pending = self.root / MANIFEST_DIR / "pending"
+        if pending.is_dir():
+            for journal in pending.glob("*.json"):
+                batch_id = journal.stem
+                if batch_id not in commits:
+                    try:
+                        doc = json.loads(journal.read_text(encoding="utf-8"))
+                    except (OSError, json.JSONDecodeError):
+                        doc = {"files": []}
+                    for rel in doc.get("files", []):
+                        (self.root / rel).unlink(missing_ok=True)
+                    rolled.append(batch_id)
+                journal.unlink(missing_ok=True)
+        # Files whose batch never committed (a crash between rename and journal cannot happen,
+        # but a copied-in or half-deleted lake can hold them): remove so they never resurface.
+        for table in schemas.all_tables():
+            base = self.root / table
+            if base.is_dir():
+                for f in base.glob("*/part-*.parquet"):
+                    if _batch_of(f) not in commits:
+                        f.unlink(missing_ok=True)
+        # Superseded files of committed batches: finish their deletion.
+        for rec in commits.values():
+            for rel in rec.get("removes", []):
+                (self.root / rel).unlink(missing_ok=True)
+        shutil.rmtree(self.root / STAGING_DIR, ignore_errors=True)
+        return rolled
+
+    def begin(self, batch_id: str | None = None) -> "Batch":
+        return Batch(self, batch_id or new_batch_id())
+
+
+@dataclass
+class TableCounts:
+    read: int = 0
+    written: int = 0
+    duplicates: int = 0
+    quarantined: int = 0
+
+    def add(self, other: "TableCounts") -> None:
+        self.read += other.read
+        self.written += other.written
+        self.duplicates += other.duplicates
+        self.quarantined += other.quarantined
+
+
+@dataclass
+class Batch:
+    """One atomic unit of writes. Call ``add`` / ``replace`` any number of times, then ``commit``."""
+
+    lake: Lake
+    batch_id: str
+    staged: list[tuple[Path, Path]] = field(default_factory=list)  # (staging path, final path)
+    removes: list[str] = field(default_factory=list)
+    _seq: int = 0
+    _keys: dict[tuple[str, str], set] = field(default_factory=dict)  # (table, partition) -> keys present
+
+    @property
+    def staging(self) -> Path:
+        return self.lake.root / STAGING_DIR / self.batch_id
+
+    def _key_of(self, spec: schemas.TableSchema, row: dict) -> Any:
+        return tuple(row.get(k) for k in spec.key) if len(spec.key) > 1 else row.get(spec.key[0])
+
+    def _present_keys(self, spec: schemas.TableSchema, partition: str) -> set:
+        """Keys already in the lake for one partition (read once per batch, key columns only)."""
+        cache_key = (spec.name, partition)
+        if cache_key not in self._keys:
+            keys: set = set()
+            for f in self.lake.table_files(spec.name, [partition]):
+                t = pq.read_table(f, columns=list(spec.key))
+                cols = [t.column(k).to_pylist() for k in spec.key]
+                keys.update(zip(*cols) if len(cols) > 1 else cols[0])
+            self._keys[cache_key] = keys
+        return self._keys[cache_key]
+
+    def add(self, table: str, rows: list[dict], dedup: bool = True) -> tuple[list[dict], int]:
+        """Stage rows (already validated). Returns (the rows written, number of duplicates).
+
+        With ``dedup`` a row whose key the lake or this batch already holds is skipped: that is what
+        makes re-ingesting and overlapping exports idempotent.
+        """
+        spec = schemas.table(table)
+        by_partition: dict[str, list[dict]] = defaultdict(list)
+        duplicates = 0
+        for row in rows:
+            part = row[spec.partition]
+            if dedup:
+                present = self._present_keys(spec, part)
+                key = self._key_of(spec, row)
+                if key in present:
+                    duplicates += 1
+                    continue
+                present.add(key)
+            by_partition[part].append(row)
+        written: list[dict] = []
+        for part, part_rows in by_partition.items():
+            self._stage(spec, part, part_rows)
+            written.extend(part_rows)
+        return written, duplicates
+
+    def replace(self, table: str, rows: list[dict], partitions: Iterable[str] | None = None) -> int:
+        """Stage rows that replace every committed file of the given partitions (all when None)."""
+        spec = schemas.table(table)
+        old = self.lake.table_files(table, partitions)
+        self.removes.extend(str(f.relative_to(self.lake.root)) for f in old)
+        by_partition: dict[str, list[dict]] = defaultdict(list)
+        for row in rows:
+            by_partition[row[spec.partition]].append(row)
+        for part, part_rows in by_partition.items():
+            self._stage(spec, part, part_rows)
+        return len(rows)
+
+    def _stage(self, spec: schemas.TableSchema, partition: str, rows: list[dict]) -> None:
+        arrow_schema = spec.arrow_schema()
+        table = pa.Table.from_pylist([{c: r.get(c) for c in arrow_schema.names} for r in rows], schema=arrow_schema)
+        rel = Path(spec.name) / f"{spec.partition}={partition}" / f"part-{self.batch_id}-{self._seq:05d}.parquet"
+        self._seq += 1
+        staged = self.staging / rel
+        staged.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(table, staged, compression="zstd")
+        self.staged.append((staged, self.lake.root / rel))
+
+    def commit(self, record: dict) -> dict:
+        """Publish every staged file at once; ``record`` becomes the commit record (manifest)."""
+        root = self.lake.root
+        journal = root / MANIFEST_DIR / "pending" / f"{self.batch_id}.json"
+        files = [str(final.relative_to(root)) for _, final in self.staged]
+        _write_json_atomic(journal, {"batch_id": self.batch_id, "files": files})
+        for staged, final in self.staged:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(staged, final)
+        record = {**record, "batch_id": self.batch_id, "files": files, "removes": self.removes}
+        _write_json_atomic(root / MANIFEST_DIR / "batches" / f"{self.batch_id}.json", record)
+        journal.unlink(missing_ok=True)
+        for rel in self.removes:
+            (root / rel).unlink(missing_ok=True)
+        shutil.rmtree(self.staging, ignore_errors=True)
+        return record
+
+    def abort(self) -> None:
+        shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
