@@ -101,3 +101,9 @@ def test_quality_suite_is_generated_from_schema():
             assert spec.column(col).check
         if e["type"] == "ExpectColumnValuesToBeInSet":
             assert list(spec.column(col).allowed) == e["kwargs"]["value_set"]
+
+
+def test_docs_schema_reference_is_current():
+    """docs/schema.md is generated from schemas/: regenerate with `tokenhunt schema --format markdown`."""
+    committed = (Path(__file__).resolve().parents[1] / "docs" / "schema.md").read_text(encoding="utf-8")
+    assert committed.strip() == schemas.markdown_reference().strip(), "docs/schema.md is stale: run `tokenhunt schema --format markdown > docs/schema.md`"
