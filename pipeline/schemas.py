@@ -12,7 +12,7 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from datetime import datetime
-from functools import cache
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any, Callable
 
@@ -130,11 +130,11 @@ class TableSchema:
     time_column: str
     path: Path = field(compare=False)
 
-    @property
+    @cached_property
     def stored_columns(self) -> tuple[Column, ...]:
         return tuple(c for c in self.columns if not c.derived)
 
-    @property
+    @cached_property
     def column_names(self) -> list[str]:
         return [c.name for c in self.stored_columns]
 
@@ -152,14 +152,15 @@ class TableSchema:
 
     def violations(self, row: dict[str, Any]) -> list[str]:
         """Every reason ``row`` cannot be stored (all at once, so the quarantine reason is complete)."""
-        problems = [f"unknown column {name}" for name in row if name not in self._stored_names]
+        names = self._stored_names
+        problems = [f"unknown column {name}" for name in row if name not in names]
         for col in self.stored_columns:
             problem = col.violation(row.get(col.name))
             if problem:
                 problems.append(problem)
         return problems
 
-    @property
+    @cached_property
     def _stored_names(self) -> frozenset[str]:
         return frozenset(self.column_names)
 

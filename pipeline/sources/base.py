@@ -14,6 +14,7 @@ import csv
 import gzip
 import io
 import json
+import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -114,6 +115,7 @@ def read_head(path: Path, size: int = 256 * 1024) -> str:
 
 # ---------------------------------------------------------------------- JSON streaming
 _WS = " \t\r\n\ufeff\x00"
+_WRAPPER_RE = re.compile(r'"(value|records|Records|keys)"\s*:\s*\[')
 
 
 def _iter_json_stream(path: Path, *, skip_to_array: bool) -> Iterator[RawRecord]:
@@ -308,12 +310,11 @@ def sniff_container(path: Path) -> FileSample:
                 return FileSample(path, "ndjson", first=obj)
         except json.JSONDecodeError:
             pass
-        for key in ("value", "records", "Records", "keys"):
-            idx = text.find(f'"{key}"')
-            if idx >= 0 and text.find("[", idx) >= 0:
-                bracket = text.find("[", idx)
-                first = next(iter_json_array_from_text(text[bracket:]), None)
-                return FileSample(path, "json_wrapped", wrapper_key=key, first=first if isinstance(first, dict) else None)
+        # The earliest `"value": [` / `"records": [` is the wrapper (records may contain "value" keys later).
+        m = _WRAPPER_RE.search(text)
+        if m:
+            first = next(iter_json_array_from_text(text[m.end() - 1 :]), None)
+            return FileSample(path, "json_wrapped", wrapper_key=m.group(1), first=first if isinstance(first, dict) else None)
         try:
             obj = json.loads(text)
             return FileSample(path, "ndjson", first=obj if isinstance(obj, dict) else None)
