@@ -17,7 +17,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-from pipeline import schemas, sources
+from pipeline import keys, schemas, sources
 from pipeline.lake import Batch, Lake, TableCounts, file_sha256, utcnow
 from pipeline.sources.base import Context, Emitted, RawRecord, SourceFormat, UnreadableFile, sniff_container
 from pipeline.tokens import scrub_text
@@ -102,6 +102,7 @@ class _FileIngest:
         self.min_time: datetime | None = None
         self.max_time: datetime | None = None
         self.started = utcnow()
+        self.recheck = bool(options.get("_recheck"))
         result.batch_id = self.batch.batch_id
 
     def counts(self, table: str) -> TableCounts:
@@ -169,6 +170,7 @@ class _FileIngest:
 
     def flush(self) -> None:
         written_all: list[Emitted] = []
+        accepted_all: list[Emitted] = []
         for table, rows in self.pending.items():
             if not rows:
                 continue
@@ -176,10 +178,17 @@ class _FileIngest:
             self.counts(table).written += len(written)
             self.counts(table).duplicates += duplicates
             written_all.extend(Emitted(table, r) for r in written)
+            accepted_all.extend(Emitted(table, r) for r in rows)
         self.pending = defaultdict(list)
-        if self.fmt.finish and written_all:
-            # Derived rows (e.g. one `tokens` row per distinct token) from the rows actually written.
-            for item in self.fmt.finish(written_all, self.ctx):
+        # Derived rows (e.g. one `tokens` row per distinct token) come from the rows actually written;
+        # a re-check (keys imported since the file was ingested) derives them from every accepted row
+        # so signatures are verified again, but counts only what was newly written.
+        source_rows = accepted_all if self.recheck else written_all
+        if self.fmt.finish and source_rows:
+            derived = self.fmt.finish(source_rows, self.ctx)
+            if self.recheck:
+                _recount(derived, written_all)
+            for item in derived:
                 item.row.setdefault("ingest_batch_id", self.batch.batch_id)
                 problems = schemas.table(item.table).violations(item.row)
                 if problems:
@@ -223,6 +232,18 @@ class _FileIngest:
         self.batch.commit(record)
 
 
+def _recount(derived: list[Emitted], written: list[Emitted]) -> None:
+    """In a re-check, a derived tokens row counts only requests that were newly written."""
+    counts: dict[str, int] = defaultdict(int)
+    for item in written:
+        fp = item.row.get("token_fingerprint")
+        if fp:
+            counts[fp] += 1
+    for item in derived:
+        if item.table == "tokens":
+            item.row["seen_count"] = counts.get(item.row["token_fingerprint"], 0)
+
+
 def _json(obj: Any) -> str:
     import json
 
@@ -237,19 +258,29 @@ def ingest_file(
     options: dict[str, Any] | None = None,
     quality_policy: str = "warn",
     already: dict[str, dict] | None = None,
+    registry_version: str | None = None,
 ) -> FileResult:
-    """Ingest one file as one batch. The caller holds the lake lock."""
+    """Ingest one file as one batch. The caller holds the lake lock.
+
+    A file already ingested is skipped, unless the key registry changed after it was ingested and
+    the file carries tokens: then it is read again (rows de-duplicate) so signatures get checked.
+    """
     result = FileResult(path=path)
     try:
         if not path.is_file():
             raise UnreadableFile(f"{path}: no such file")
         sha = file_sha256(path)
         known = already if already is not None else lake.ingested_sources()
+        recheck = False
         if sha in known:
-            result.status = "unchanged"
-            result.format = known[sha].get("source_format")
-            result.message = f"already ingested in batch {known[sha].get('batch_id')}"
-            return result
+            previous = known[sha]
+            fmt_name = previous.get("source_format")
+            if not (registry_version and fmt_name and _derives_tokens(fmt_name) and registry_version > previous.get("batch_id", "")):
+                result.status = "unchanged"
+                result.format = fmt_name
+                result.message = f"already ingested in batch {previous.get('batch_id')}"
+                return result
+            recheck = True  # keys imported since: verify this file's token signatures again
         sample = sniff_container(path)
         if sample.container == "empty":
             result.status = "empty"
@@ -260,7 +291,7 @@ def ingest_file(
             hint = f"CSV header {', '.join(sample.header[:6])}" if sample.header else f"container {sample.container}"
             raise UnreadableFile(f"{path}: not a recognized export format ({hint}); use --format to force one")
         result.format = fmt.name
-        state = _FileIngest(lake, path, fmt, sha, options or {}, result)
+        state = _FileIngest(lake, path, fmt, sha, {**(options or {}), "_recheck": recheck}, result)
         try:
             for raw in fmt.records(path):
                 state.accept(raw)
@@ -287,6 +318,13 @@ def ingest_file(
     return result
 
 
+def _derives_tokens(format_name: str) -> bool:
+    try:
+        return sources.by_name(format_name).finish is not None
+    except KeyError:
+        return False
+
+
 def _run_quality(state: _FileIngest, policy: str) -> tuple[dict[str, Any], str]:
     if policy == "off":
         return {}, "skipped"
@@ -309,11 +347,16 @@ def ingest_paths(
     files = list(expand_paths(paths))
     with lake.lock():
         known = lake.ingested_sources()
+        options = dict(options or {})
+        version = keys.registry_version(lake)
+        if version and "signature_checker" not in options:
+            options["signature_checker"] = keys.verify_signatures(lake)  # registry loaded once per run
         for i, path in enumerate(files):
             if on_file:
                 on_file(path, i, len(files))
             result = ingest_file(
-                lake, path, format_name=format_name, options=options, quality_policy=quality_policy, already=known
+                lake, path, format_name=format_name, options=options, quality_policy=quality_policy,
+                already=known, registry_version=version,
             )
             report.files.append(result)
     return report

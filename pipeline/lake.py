@@ -138,7 +138,8 @@ class Lake:
 
     def ingested_sources(self) -> dict[str, dict]:
         """Commit records by source file SHA-256: the file-level idempotency check."""
-        return {rec["source_sha256"]: rec for rec in self.committed().values() if rec.get("source_sha256")}
+        newest_last = sorted(self.committed().items())  # batch ids sort by time
+        return {rec["source_sha256"]: rec for _, rec in newest_last if rec.get("source_sha256")}
 
     # ------------------------------------------------------------------ writing
     @contextmanager
