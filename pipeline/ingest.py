@@ -111,7 +111,8 @@ class _FileIngest:
     def quarantine(self, raw: RawRecord, table: str, reason: str) -> None:
         self.counts(table).read += 1
         self.counts(table).quarantined += 1
-        text = scrub_text(raw.text or "")
+        # `known` also catches opaque (non-JWT) tokens the format registered before rejecting the record.
+        text = scrub_text(raw.text or "", known=self.ctx.options.get("_raw_tokens"))
         if len(text) > MAX_QUARANTINE_TEXT:
             text = text[:MAX_QUARANTINE_TEXT] + f"... [truncated, {len(text)} chars]"
         now = utcnow()

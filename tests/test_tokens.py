@@ -301,10 +301,12 @@ def test_find_tokens_returns_distinct_raw_tokens(rs256: str) -> None:
 
 def test_scrub_obj(rs256: str) -> None:
     obj = {"headers": {"Authorization": f"Bearer {rs256}", "Cookie": f"a={rs256}", "X-Token": "opaque1"},
-           "list": [rs256, 5, None, {"access_token": "opaque2"}], "n": 3}
+           "list": [rs256, 5, None, {"access_token": "opaque2"}], "n": 3,
+           "id_token": {"value": "opaque3", "n": 1}, "tokens_seen": ["plain"]}
     out = tokens.scrub_obj(obj)
     text = json.dumps(out)
-    assert rs256.split(".")[2] not in text and "opaque1" not in text and "opaque2" not in text
+    assert rs256.split(".")[2] not in text and "opaque1" not in text and "opaque2" not in text and "opaque3" not in text
+    assert out["id_token"]["n"] == 1 and out["tokens_seen"] == ["plain"]
     assert out["headers"]["Authorization"] == f"Bearer {marker(rs256)}"
     assert out["headers"]["X-Token"] == marker("opaque1")
     assert out["list"][1:3] == [5, None] and out["n"] == 3
