@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKE   ?= lake
 OUT    ?= out
 
-.PHONY: setup demo test test-fast bench sample lint clean
+.PHONY: setup demo test test-fast bench sample lint clean report-check
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,15 @@ test-fast: $(STAMP)
 
 bench: $(STAMP) ## performance figures (never asserted in tests)
 	$(VENV)/bin/tokenhunt bench --out bench_out
+
+report-check: $(STAMP) ## render the retention report of the demo lake to out/retention.html; screenshot with headless Chromium if installed
+	test -d $(LAKE) || $(MAKE) demo
+	mkdir -p $(OUT)
+	$(VENV)/bin/tokenhunt retention --lake $(LAKE) --format html --out $(OUT)/retention.html || test $$? -ge 20
+	@if [ -x /usr/bin/chromium ]; then \
+		/usr/bin/chromium --headless --disable-gpu --no-sandbox --hide-scrollbars --window-size=1400,2600 \
+			--screenshot=$(abspath $(OUT))/retention.png file://$(abspath $(OUT))/retention.html && echo "screenshot: $(OUT)/retention.png"; \
+	else echo "no /usr/bin/chromium: screenshot skipped; open $(OUT)/retention.html"; fi
 
 clean:
 	rm -rf $(VENV) $(LAKE) $(OUT) bench_out .pytest_cache
