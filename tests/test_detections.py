@@ -60,8 +60,8 @@ def test_detection_has_positive_and_negative_cases(sql: Path) -> None:
 
 
 def test_every_fixture_has_a_detection() -> None:
-    orphans = sorted(p.stem for p in FIXTURES_DIR.glob("*.toml")) 
-    orphans = [name for name in orphans if not (DETECTIONS_DIR / f"{name}.sql").is_file()]
+    stems = sorted(p.stem for p in FIXTURES_DIR.glob("*.toml"))
+    orphans = [name for name in stems if not (DETECTIONS_DIR / f"{name}.sql").is_file()]
     assert not orphans, f"fixtures without a detection: {orphans}"
 
 

@@ -21,10 +21,21 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def stored_relation_sql(lake: Lake, table: str) -> str:
-    """SELECT of the stored columns of ``table``, typed from its schema; empty when it has no files."""
+# Tables whose partitions hold events: `min_date` may skip their older partitions. `tokens` is not
+# one of them: a token first seen before the window can still be used inside it (one row per token).
+DATE_FILTERED_TABLES = ("signins", "mail_events", "token_events")
+
+
+def stored_relation_sql(lake: Lake, table: str, min_date: str | None = None) -> str:
+    """SELECT of the stored columns of ``table``, typed from its schema; empty when it has no files.
+
+    ``min_date`` (YYYY-MM-DD) leaves out partitions of event tables older than that date, so a run
+    restricted to a window reads only the files it needs.
+    """
     spec = schemas.table(table)
     files = lake.table_files(table)
+    if min_date and table in DATE_FILTERED_TABLES:
+        files = [f for f in files if f.parent.name.split("=", 1)[1] >= min_date]
     cols = spec.stored_columns
     if not files:
         select = ", ".join(f"CAST(NULL AS {c.sql_type}) AS {c.name}" for c in cols)
@@ -37,12 +48,15 @@ def stored_relation_sql(lake: Lake, table: str) -> str:
     )
 
 
-def bind_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
-    """Create one view per lake table on ``con``. Returns the view names."""
+def bind_views(con: duckdb.DuckDBPyConnection, lake: Lake, min_date: str | None = None) -> list[str]:
+    """Create one view per lake table on ``con``. Returns the view names.
+
+    ``min_date``: event tables expose only partitions on or after that date (see DATE_FILTERED_TABLES).
+    """
     names = []
     for name in schemas.all_tables():
         relation = "tokens_stored" if name == "tokens" else name
-        con.execute(f"CREATE OR REPLACE VIEW {relation} AS {stored_relation_sql(lake, name)}")
+        con.execute(f"CREATE OR REPLACE VIEW {relation} AS {stored_relation_sql(lake, name, min_date)}")
         names.append(relation)
     try:
         from pipeline.keys import tokens_view_sql
@@ -54,7 +68,9 @@ def bind_views(con: duckdb.DuckDBPyConnection, lake: Lake) -> list[str]:
     return names
 
 
-def connect(lake: Lake | Path, *, read_only: bool = True, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+def connect(
+    lake: Lake | Path, *, read_only: bool = True, threads: int | None = None, min_date: str | None = None
+) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB with the lake's views.
 
     ``read_only`` locks the session down after the views exist: no file access outside the lake,
@@ -63,10 +79,10 @@ def connect(lake: Lake | Path, *, read_only: bool = True, threads: int | None = 
     """
     lake = lake if isinstance(lake, Lake) else Lake(Path(lake))
     con = duckdb.connect(":memory:")
-    con.execute("SET TimeZone = 'UTC'")
+    con.execute("SET GLOBAL TimeZone = 'UTC'")  # GLOBAL: cursors (one per thread) inherit it
     if threads:
         con.execute(f"SET threads = {int(threads)}")
-    bind_views(con, lake)
+    bind_views(con, lake, min_date)
     if read_only:
         root = str(lake.root)
         con.execute(f"SET allowed_directories = [{_quote(root + '/')}]")
