@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 LAKE   ?= lake
 OUT    ?= out
 
-.PHONY: setup demo test test-fast bench sample lint clean report-check
+.PHONY: setup demo test test-fast bench sample lint clean report-check lint-sql generated test-spark
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,25 @@ sample: $(STAMP) ## regenerate sample_logs/ (deterministic)
 
 demo: $(STAMP) ## run the nightly job on sample_logs/ into ./lake and print the findings
 	rm -rf $(LAKE) $(OUT)
-	$(VENV)/bin/tokenhunt ingest sample_logs --lake $(LAKE) --quality warn || test $$? -le 1
+	test -f sample_logs/expected.json || $(PY) -m pipeline.samplegen --out sample_logs
+	# exit 10 (new findings) and 20 (retention below policy) are the demo's point, not failures;
+	# --as-of pins the retention verdicts to the sample's last day (2026-11-20).
+	$(VENV)/bin/tokenhunt nightly sample_logs --keys sample_logs/jwks --indicators sample_logs/indicators \
+		--exclude expected.json --lake $(LAKE) --out $(OUT) --profile minimal --as-of 2026-11-20 \
+		|| test $$? -eq 10 -o $$? -eq 20
 
 test: $(STAMP) ## the whole test suite (set-up included)
 	$(VENV)/bin/pytest -n 2 -q -p no:cacheprovider tests
+
+lint-sql: $(STAMP) ## portable-SQL lint of every detection and hunt (also part of `make test`: tests/test_sql_portability.py)
+	$(VENV)/bin/tokenhunt sql lint
+	$(VENV)/bin/tokenhunt sql transpile --all --check
+
+generated: $(STAMP) ## regenerate queries/generated/{spark,trino}/<id>.sql after changing a detection (commit the result)
+	$(VENV)/bin/tokenhunt sql transpile --all --write
+
+test-spark: $(STAMP) ## DuckDB vs Spark (local mode) parity on the sample lake (needs Java 17; part of `make test`)
+	$(VENV)/bin/pytest -q -p no:cacheprovider -m spark tests/test_spark_parity.py
 
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -n 2 -q -m "not slow" tests

@@ -341,7 +341,9 @@ def detect(
     only: Optional[list[str]] = typer.Option(None, "--only", help="Run only these detection ids (repeatable or comma-separated)."),
     format: str = typer.Option("table", "--format", help="table, jsonl, csv, markdown or ocsf (OCSF Detection Finding JSON lines)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the findings to FILE instead of stdout."),
-    engine: Optional[str] = typer.Option(None, "--engine", help="Query engine (duckdb; default from tokenhunt.toml)."),
+    engine: Optional[str] = typer.Option(None, "--engine", help="Query engine: duckdb or spark (default from tokenhunt.toml, else duckdb)."),
+    spark_master: Optional[str] = typer.Option(None, "--spark-master", help="Spark master for --engine spark: local[N], spark://host:7077, yarn, sc://host:15002 (default local[2])."),
+    spark_lake_uri: Optional[str] = typer.Option(None, "--spark-lake-uri", help="Where the Spark cluster reads the same lake (s3://..., abfss://..., dbfs:/...); default: the --lake path."),
 ) -> None:
     """Run the detections in queries/detections over the lake and record their findings.
 
@@ -356,15 +358,22 @@ def detect(
     if format not in FORMATS:
         fail(f"--format {format!r} is not one of {', '.join(FORMATS)}", EXIT_USAGE)
     s = settings(lake, config)
+    from pipeline import engines
+
     engine = engine or s.engine
-    if engine != "duckdb":
-        fail(f"--engine {engine!r}: detect runs on duckdb only for now", EXIT_USAGE)
+    if engine not in engines.ENGINES:
+        fail(f"--engine {engine!r} is not one of {', '.join(engines.ENGINES)}", EXIT_USAGE)
+    s.engine = engine
+    s.spark_master = spark_master or s.spark_master
+    s.spark_lake_uri = spark_lake_uri or s.spark_lake_uri
     if not s.lake.is_dir():
         fail(f"no lake at {s.lake} (set --lake, `lake` in tokenhunt.toml or $TOKENHUNT_LAKE)", EXIT_USAGE)
     try:
         ids = [i.strip() for item in only or [] for i in item.split(",") if i.strip()]
         result = detect_lake(Lake(s.lake), since=since, until=until, only=ids or None, settings=s)
     except (DetectionLoadError, DetectionParamError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except engines.EngineUnavailable as exc:
         fail(str(exc), EXIT_USAGE)
     except LakeBusy as exc:
         fail(str(exc), EXIT_LAKE_BUSY)
@@ -456,11 +465,8 @@ def nightly(
 ) -> None:
     """The cron job: import keys, ingest what is new, detect over the new window, check retention, write dated reports.
 
-    Exit codes (first that applies): 1 failure (unreadable input, quality gate, keys, a detection,
-    lake busy, crash; the report is still written), 10 new findings, 20 retention below policy,
-    0 nothing new. See pipeline/nightly.py.
+    Exit codes, first that applies: 1 failure (unreadable input, quality gate, keys, a detection, lake busy, crash; the report is still written), 10 new findings, 20 retention below policy, 0 nothing new. See pipeline/nightly.py.
     """
-    from pipeline.findings_output import format_findings
     from pipeline.nightly import run_nightly
 
     s = settings(lake, config)
@@ -483,9 +489,16 @@ def nightly(
         console.print(t)
     else:
         console.print(f"detections not run: {run.detect_reason}", highlight=False)
-    console.print(f"new findings: {len(run.new_findings)}", highlight=False)
     if run.new_findings:
-        sys.stdout.write(format_findings(run.new_findings, "table"))
+        ft = Table(title=f"new findings: {len(run.new_findings)} (full rows: {run.files.get('findings_jsonl', '-')})", title_justify="left")
+        for col in ("severity", "detection", "outcome", "earliest event", "principal", "entity"):
+            ft.add_column(col, overflow="fold")
+        for r in run.new_findings:
+            entity = r["entity_key"] if len(r["entity_key"]) <= 60 else r["entity_key"][:59] + "…"
+            ft.add_row(r["severity"], r["detection_id"], r["outcome"], r["event_time"].strftime("%Y-%m-%d %H:%M:%SZ"), r["principal"] or "", entity)
+        console.print(ft)
+    else:
+        console.print("new findings: 0", highlight=False)
     if run.retention is not None:
         console.print(f"retention: {run.retention.status}", highlight=False)
         for v in run.retention.findings:
@@ -519,11 +532,11 @@ def _hunt_output(reader, fmt: Optional[str], out: Optional[Path], limit: Optiona
     to_stdout = out is None and fmt != "table"
     summary = hunts.export(reader, fmt, out, limit=limit, preview_rows=0 if to_stdout else show)
     if to_stdout:
-        err.print(hunts.count_line(summary), highlight=False)
+        err.print(hunts.count_line(summary), highlight=False, soft_wrap=True)
         return
     if show and summary.preview.num_rows:
         console.print(hunts.preview_table(summary, title))
-    console.print(hunts.count_line(summary), highlight=False)
+    console.print(hunts.count_line(summary), highlight=False, soft_wrap=True)
 
 
 def _hunt_fail(exc: Exception) -> None:
@@ -653,6 +666,81 @@ def hunt_shell(lake: Optional[Path] = LakeOpt, config: Optional[Path] = ConfigOp
         hunts.run_shell(s.lake, hunts_dir=hunts_dir or hunts.HUNTS_DIR, console=console, err_console=err)
     except hunts.HuntError as exc:
         _hunt_fail(exc)
+
+
+# --------------------------------------------------------------------------- sql (portable SQL: lint, transpile, ddl)
+@sql_app.command("lint")
+def sql_lint(files: Optional[list[Path]] = typer.Argument(None, help="Query files (default: every detection and saved hunt).")) -> None:
+    """Reject constructs outside the portable DuckDB subset (see README "Portable SQL"). Exit 1 on any violation."""
+    from pipeline.engines import sql as sqlmod
+
+    paths = files or sqlmod.shipped_files()
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        fail(f"no such file: {', '.join(map(str, missing))}", 2)
+    violations = sqlmod.lint_files(paths)
+    for v in violations:
+        typer.echo(str(v))
+    err.print(f"{len(paths)} file(s), {len(violations)} violation(s)", highlight=False)
+    raise typer.Exit(1 if violations else 0)
+
+
+@sql_app.command("transpile")
+def sql_transpile(
+    name: Optional[str] = typer.Argument(None, help="Detection or saved hunt id (or a .sql file)."),
+    dialect: Optional[str] = typer.Option(None, "--dialect", help="spark, trino or athena (with --all: default spark and trino)."),
+    all_: bool = typer.Option(False, "--all", help="Every detection."),
+    write: bool = typer.Option(False, "--write", help="With --all: (re)write queries/generated/<dialect>/<id>.sql."),
+    check: bool = typer.Option(False, "--check", help="With --all: exit 1 when queries/generated is stale."),
+) -> None:
+    """Print the generated SQL of a detection or hunt (parameters at defaults, window unbounded)."""
+    from pipeline.engines import sql as sqlmod
+
+    if dialect is not None and dialect not in sqlmod.DIALECTS:
+        fail(f"--dialect {dialect!r} is not one of {', '.join(sqlmod.DIALECTS)}", 2)
+    if all_ == bool(name):
+        fail("give a NAME or --all", 2)
+    try:
+        if name:
+            path = sqlmod.find_query(name)
+            typer.echo(sqlmod.transpile_file(path, dialect or "spark"))
+            return
+        dialects = (dialect,) if dialect else sqlmod.GENERATED_DIALECTS
+        if check:
+            stale = sqlmod.stale_generated(dialects)
+            for line in stale:
+                typer.echo(line)
+            if stale:
+                err.print("queries/generated is stale: run `make generated`", highlight=False)
+            raise typer.Exit(1 if stale else 0)
+        if write:
+            changed = sqlmod.write_generated(dialects=dialects)
+            for p in changed:
+                typer.echo(f"wrote {p.relative_to(sqlmod.REPO)}" if p.exists() else f"removed {p.relative_to(sqlmod.REPO)}")
+            err.print(f"{len(changed)} generated file(s) changed", highlight=False)
+            return
+        for d in dialects:
+            for path in sqlmod.shipped_files(("detection",)):
+                typer.echo(f"-- {path.stem} ({d})\n{sqlmod.transpile_file(path, d)};\n")
+    except FileNotFoundError as exc:
+        fail(str(exc), 2)
+    except sqlmod.TranspileError as exc:
+        fail(str(exc), 1)
+
+
+@sql_app.command("ddl")
+def sql_ddl(
+    dialect: str = typer.Option(..., "--dialect", help="trino or athena."),
+    location: str = typer.Option("s3://YOUR-BUCKET/tokenhunt/lake", "--location", help="Lake root URI the tables point at."),
+    schema_name: str = typer.Option("tokenhunt", "--schema", help="Schema (Trino) or database (Athena/Glue) for the tables."),
+) -> None:
+    """External-table DDL over the lake's hive layout (partition column string) plus the `tokens` view."""
+    from pipeline.engines import sql as sqlmod
+
+    try:
+        typer.echo(sqlmod.ddl(dialect, location, schema_name=schema_name), nl=False)
+    except sqlmod.TranspileError as exc:
+        fail(str(exc), 2)
 
 
 def main() -> None:  # pragma: no cover - console script entry point is `app`

@@ -63,11 +63,11 @@ volume AS (
         max(operation_count) AS max_operation_count,
         sum(operation_count) AS total_operations,
         count(*) AS records,
-        string_agg(DISTINCT client_id, ', ') AS clients,
-        string_agg(DISTINCT client_ip, ', ') AS client_ips,
-        string_agg(DISTINCT user_id, ', ') AS users,
-        string_agg(DISTINCT mail_access_type, ', ') AS access_types,
-        string_agg(DISTINCT client_info_string, ' | ') AS client_info_strings
+        string_agg(DISTINCT client_id, ', ' ORDER BY client_id) AS clients,
+        string_agg(DISTINCT client_ip, ', ' ORDER BY client_ip) AS client_ips,
+        string_agg(DISTINCT user_id, ', ' ORDER BY user_id) AS users,
+        string_agg(DISTINCT mail_access_type, ', ' ORDER BY mail_access_type) AS access_types,
+        string_agg(DISTINCT client_info_string, ' | ' ORDER BY client_info_string) AS client_info_strings
     FROM mia
     WHERE coalesce(is_throttled, FALSE) OR operation_count >= {{ min_operation_count }}
     GROUP BY organization_id, mailbox, event_date
@@ -134,13 +134,13 @@ spread_detail AS (
         max(s.burst_windows) AS burst_windows,
         min(c.organization_id) AS tenant_id,
         count(DISTINCT c.mailbox) AS mailboxes_total,
-        string_agg(DISTINCT c.mailbox, ', ') AS mailbox_list,
-        string_agg(DISTINCT c.user_id, ', ') AS users,
+        string_agg(DISTINCT c.mailbox, ', ' ORDER BY c.mailbox) AS mailbox_list,
+        string_agg(DISTINCT c.user_id, ', ' ORDER BY c.user_id) AS users,
         min(c.user_id) AS first_user,
         count(DISTINCT c.user_id) AS user_count,
-        string_agg(DISTINCT c.client_id, ', ') AS clients,
-        string_agg(DISTINCT c.client_ip, ', ') AS client_ips,
-        string_agg(DISTINCT c.client_info_string, ' | ') AS client_info_strings,
+        string_agg(DISTINCT c.client_id, ', ' ORDER BY c.client_id) AS clients,
+        string_agg(DISTINCT c.client_ip, ', ' ORDER BY c.client_ip) AS client_ips,
+        string_agg(DISTINCT c.client_info_string, ' | ' ORDER BY c.client_info_string) AS client_info_strings,
         count(*) AS records
     FROM spread s
     JOIN clients c

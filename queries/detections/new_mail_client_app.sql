@@ -11,7 +11,9 @@
 -- verdict needs the baseline: an event is judged only when the lake holds mail_events of that
 -- tenant from at least baseline_days before it. Events without that history give one
 -- 'inconclusive' finding per tenant (a new lake has no baseline) instead of alerts or silence.
--- One alert per tenant and client app (re-runs and later reads by the same app dedupe).
+-- One alert per tenant and client app (re-runs and later reads by the same app dedupe). A nightly
+-- run reads lookback_days of history: baseline_days above lookback_days - 7 needs a larger
+-- lookback_days in this header, or every event turns inconclusive.
 -- """
 -- mitre = ["T1114.002", "T1550.001", "T1606.001"]
 -- references = [
@@ -23,10 +25,12 @@
 -- false_positives = [
 --   "A newly deployed mail client, add-in or line-of-business app (CRM, archiving, e-discovery) reading mailboxes: confirm the consent grant, then add its app id to first_party_app_ids in tokenhunt.toml ([detections.new_mail_client_app]).",
 --   "A Microsoft first-party app missing from the default list (the list holds the mail-related ids Microsoft documents; it deliberately omits public clients attackers reuse: Azure CLI, Azure PowerShell, Graph Explorer, Microsoft Graph Command Line Tools).",
---   "An app used less often than every baseline_days days (quarterly tooling): raise baseline_days and keep that much history in the lake.",
+--   "An app used less often than every baseline_days days (quarterly tooling): raise baseline_days (and lookback_days) and keep that much history in the lake.",
 -- ]
 -- requires = ["mail_events"]
--- lookback_days = 15
+-- # baseline_days plus a week: a quiet weekend or holiday at the far end of the baseline must not
+-- # make a tenant with older history look new (coverage = earliest mail event in what the run reads)
+-- lookback_days = 21
 -- [params]
 -- baseline_days = 14
 -- # Client ids of Microsoft first-party apps that read mail in normal use. Names and ids from
@@ -116,11 +120,11 @@ alerts AS (
         n.first_new AS event_time,
         min(w.mailbox) AS first_mailbox,
         count(DISTINCT w.mailbox) AS mailboxes,
-        string_agg(DISTINCT w.mailbox, ', ') AS mailbox_list,
-        string_agg(DISTINCT w.user_id, ', ') AS users,
-        string_agg(DISTINCT w.app_id, ', ') AS app_ids,
-        string_agg(DISTINCT w.client_ip, ', ') AS client_ips,
-        string_agg(DISTINCT w.client_info_string, ' | ') AS client_info_strings,
+        string_agg(DISTINCT w.mailbox, ', ' ORDER BY w.mailbox) AS mailbox_list,
+        string_agg(DISTINCT w.user_id, ', ' ORDER BY w.user_id) AS users,
+        string_agg(DISTINCT w.app_id, ', ' ORDER BY w.app_id) AS app_ids,
+        string_agg(DISTINCT w.client_ip, ', ' ORDER BY w.client_ip) AS client_ips,
+        string_agg(DISTINCT w.client_info_string, ' | ' ORDER BY w.client_info_string) AS client_info_strings,
         count(*) AS bind_events,
         max(w.event_time) AS last_event,
         min(w.data_start) AS data_start

@@ -111,11 +111,11 @@ detail AS (
         min(o.tenant_id) AS tenant_id,
         min(o.principal) AS first_principal,
         count(DISTINCT o.principal) AS principals,
-        string_agg(DISTINCT o.principal, ', ') AS principal_list,
-        string_agg(DISTINCT o.ip, ', ') AS ips,
-        string_agg(DISTINCT o.country, ', ') AS countries,
-        string_agg(DISTINCT o.user_agent, ' | ') AS user_agents,
-        string_agg(DISTINCT o.source, ', ') AS sources,
+        string_agg(DISTINCT o.principal, ', ' ORDER BY o.principal) AS principal_list,
+        string_agg(DISTINCT o.ip, ', ' ORDER BY o.ip) AS ips,
+        string_agg(DISTINCT o.country, ', ' ORDER BY o.country) AS countries,
+        string_agg(DISTINCT o.user_agent, ' | ' ORDER BY o.user_agent) AS user_agents,
+        string_agg(DISTINCT o.source, ', ' ORDER BY o.source) AS sources,
         count(*) AS events
     FROM per_session s
     JOIN obs o

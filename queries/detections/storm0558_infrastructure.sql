@@ -119,9 +119,9 @@ SELECT
         'first_event', min(h.event_time),
         'last_event', max(h.event_time),
         'events', count(*),
-        'sources', string_agg(DISTINCT h.source, ', '),
-        'app_ids', string_agg(DISTINCT h.app_id, ', '),
-        'clients', string_agg(DISTINCT h.client, ' | '),
+        'sources', string_agg(DISTINCT h.source, ', ' ORDER BY h.source),
+        'app_ids', string_agg(DISTINCT h.app_id, ', ' ORDER BY h.app_id),
+        'clients', string_agg(DISTINCT h.client, ' | ' ORDER BY h.client),
         'tokens', count(DISTINCT h.token_fingerprint)
     ) AS VARCHAR) AS evidence,
     'alert' AS outcome
@@ -146,9 +146,9 @@ SELECT
         'first_event', min(s.event_time),
         'last_event', max(s.event_time),
         'events', count(*),
-        'client_ips', string_agg(DISTINCT s.client_ip, ', '),
-        'app_ids', string_agg(DISTINCT s.app_id, ', '),
-        'access_types', string_agg(DISTINCT s.mail_access_type, ', ')
+        'client_ips', string_agg(DISTINCT s.client_ip, ', ' ORDER BY s.client_ip),
+        'app_ids', string_agg(DISTINCT s.app_id, ', ' ORDER BY s.app_id),
+        'access_types', string_agg(DISTINCT s.mail_access_type, ', ' ORDER BY s.mail_access_type)
     ) AS VARCHAR) AS evidence,
     'alert' AS outcome
 FROM string_hits s

@@ -103,8 +103,8 @@ FROM (
 LEFT JOIN (
     SELECT
         token_fingerprint,
-        string_agg(DISTINCT client_ip, ', ') AS client_ips,
-        string_agg(DISTINCT host, ', ') AS hosts,
+        string_agg(DISTINCT client_ip, ', ' ORDER BY client_ip) AS client_ips,
+        string_agg(DISTINCT host, ', ' ORDER BY host) AS hosts,
         count(DISTINCT user_agent) AS user_agents
     FROM token_events
     GROUP BY token_fingerprint
