@@ -41,6 +41,8 @@ there than with chronological daily snapshots; widen the tolerance for such sour
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import base64
 import binascii
 import csv
@@ -484,13 +486,26 @@ def builtin_key_rows(warnings: list[str] | None = None, batch_id: str = "", toda
 
 # =============================================================================== indicators
 def builtin_indicators(directory: Path = INDICATORS_DIR) -> list[dict[str, Any]]:
-    """Every row of ``queries/indicators/*.csv`` as an ``indicators`` row (without batch id/date).
+    """Every row of ``queries/indicators/*.csv`` as an ``indicators`` row (without batch id/date)."""
+    return read_indicator_files([directory])
 
-    Raises KeyImportError naming the file and line when a row is malformed: shipped lists must be clean.
+
+def read_indicator_files(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Indicator rows from CSV files or folders of them (later files win on the same type and value).
+
+    Raises KeyImportError naming the file and line when a row is malformed.
     """
     allowed = schemas.table("indicators").column("indicator_type").allowed or ()
     out: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(directory.glob("*.csv")):
+    files: list[Path] = []
+    for path in map(Path, paths):
+        if path.is_dir():
+            files += sorted(path.glob("*.csv"))
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise KeyImportError(f"{path}: no such indicator file or folder")
+    for path in files:
         with open(path, newline="", encoding="utf-8") as fh:
             reader = csv.DictReader(fh)
             if tuple(reader.fieldnames or ()) != INDICATOR_COLUMNS:
@@ -527,14 +542,17 @@ def _content(row: dict[str, Any], ignore: tuple[str, ...] = ("ingest_batch_id", 
     return json.dumps({k: v for k, v in row.items() if k not in ignore}, sort_keys=True, default=str)
 
 
-def _merge_indicators(existing: list[dict], new: list[dict], batch_id: str, today: str) -> tuple[list[dict], bool]:
-    """Existing rows plus ``new`` (same key: ``new`` wins); returns (rows, changed)."""
+def _merge_indicators(
+    existing: list[dict], new: list[dict], batch_id: str, today: str, *, only_missing: bool = False
+) -> tuple[list[dict], bool]:
+    """Existing rows plus ``new`` (same key: ``new`` wins, or is skipped with ``only_missing``);
+    returns (rows, changed)."""
     by_key = {(r["indicator_type"], r["value"]): r for r in existing}
     changed = False
     for row in new:
         key = (row["indicator_type"], row["value"])
         old = by_key.get(key)
-        if old is not None and _content(old) == _content({**old, **row}):
+        if old is not None and (only_missing or _content(old) == _content({**old, **row})):
             continue
         by_key[key] = {**row, "event_date": today, "ingest_batch_id": batch_id}
         changed = True
@@ -598,7 +616,10 @@ def import_keys(
     imported_sources = {s.source for s in parsed.snapshots}
     with lake.lock():
         existing = _read(lake, "signing_keys")
-        indicators, ind_changed = _merge_indicators(_read(lake, "indicators"), builtin_indicators(), batch_id, today)
+        # Shipped lists only fill in what is missing here: load_indicators decides who wins on conflicts.
+        indicators, ind_changed = _merge_indicators(
+            _read(lake, "indicators"), builtin_indicators(), batch_id, today, only_missing=True
+        )
         kept = [r for r in existing if r["source"] not in imported_sources and not r["source"].startswith(BUILTIN_PREFIX)]
         rows = kept + new_rows + builtin_key_rows(warnings, batch_id, today)
         apply_status(rows, indicators)
@@ -654,15 +675,18 @@ def _record(kind: str, summary: Any, started: datetime) -> dict[str, Any]:
     }
 
 
-def load_indicators(lake: Lake) -> dict[str, Any]:
-    """Write the shipped indicator lists to ``indicators`` (marked ones are kept) and refresh the
-    registry statuses. Idempotent: nothing is committed when nothing changed."""
+def load_indicators(lake: Lake, paths: Iterable[Path] = (), *, lock: bool = True) -> dict[str, Any]:
+    """Write the shipped indicator lists plus the given CSV files/folders to ``indicators`` and
+    refresh the registry statuses. A user's file wins over a shipped row with the same type and
+    value, and marked indicators are kept. Idempotent: nothing is committed when nothing changed."""
+    paths = [Path(p) for p in paths]
     batch_id = new_batch_id()
     today = utcnow().date().isoformat()
-    builtins = builtin_indicators()
-    with lake.lock():
-        indicators, changed = _merge_indicators(_read(lake, "indicators"), builtins, batch_id, today)
-        return _commit_indicators(lake, indicators, changed, batch_id, "indicators_load", {"builtin": len(builtins)})
+    rows = read_indicator_files([INDICATORS_DIR, *paths])
+    extra = {"rows": len(rows), "files": [str(p) for p in paths]}
+    with lake.lock() if lock else nullcontext():
+        indicators, changed = _merge_indicators(_read(lake, "indicators"), rows, batch_id, today)
+        return _commit_indicators(lake, indicators, changed, batch_id, "indicators_load", extra)
 
 
 def mark_compromised(

@@ -12,6 +12,11 @@ Why this shape: a batch is written to staging first, its final paths are journal
 renamed into place and the commit record is written last. Readers only see files whose batch has a
 commit record (``table_files``), so a crash at any point leaves no partial batch visible, and the
 next writer rolls the journal back (``recover``) before doing anything else.
+
+Crash tests: every step that changes the lake calls ``checkpoint(label)``. With
+``TOKENHUNT_CRASH_AT=n`` in the environment the n-th checkpoint of the process kills it with
+SIGKILL (no cleanup, like a power cut for the process); ``TOKENHUNT_CRASH_TRACE=FILE`` appends each
+label to FILE so a test can count them. Unset (always, outside tests), a checkpoint does nothing.
 """
 
 from __future__ import annotations
@@ -20,7 +25,9 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
+import signal
 import uuid
 from collections import defaultdict
 from contextlib import contextmanager
@@ -33,23 +40,64 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline import schemas
+from pipeline.config import lake_path_problem
 
 MANIFEST_DIR = "_manifest"
 STAGING_DIR = "_staging"
 LOCK_FILE = ".tokenhunt.lock"
+CRASH_AT_ENV = "TOKENHUNT_CRASH_AT"
+CRASH_TRACE_ENV = "TOKENHUNT_CRASH_TRACE"
+# Data files this code writes: part-<batch id from new_batch_id()>-<seq>.parquet. Recovery deletes
+# nothing else, so a lake pointed at a folder with foreign Parquet files never loses them.
+_OWN_PART_RE = re.compile(r"^part-\d{8}T\d{6}-[0-9a-f]{12}-\d{5}\.parquet$")
 
 
 class LakeBusy(RuntimeError):
     """Another tokenhunt process is writing to the same lake."""
 
 
+class LakePathError(ValueError):
+    """The lake path cannot hold a lake (a file, or a folder holding something else)."""
+
+
+_checkpoints = 0
+
+
+def checkpoint(label: str) -> None:
+    """A point where a crash must leave the lake consistent (see the module docstring)."""
+    at = os.environ.get(CRASH_AT_ENV)
+    trace = os.environ.get(CRASH_TRACE_ENV)
+    if not at and not trace:
+        return
+    global _checkpoints
+    _checkpoints += 1
+    if trace:
+        with open(trace, "a", encoding="utf-8") as fh:
+            fh.write(f"{_checkpoints} {label}\n")
+    if at and _checkpoints == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
+_last_batch_time = ""
+
+
 def new_batch_id() -> str:
-    """Sortable, unique batch id: UTC time then random hex."""
-    return utcnow().strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:12]
+    """Sortable, unique batch id: UTC time to the microsecond, then random hex.
+
+    Ids of one process strictly increase (a clock that has not moved is nudged), so "was this file
+    ingested before the key registry changed" is a plain string comparison of batch ids.
+    """
+    global _last_batch_time
+    stamp = utcnow().strftime("%Y%m%dT%H%M%S%f")
+    if stamp <= _last_batch_time:
+        stamp = str(int(_last_batch_time[:8] + _last_batch_time[9:]) + 1)
+        stamp = stamp[:8] + "T" + stamp[8:]
+    _last_batch_time = stamp
+    return stamp + "-" + uuid.uuid4().hex[:12]
 
 
 def _write_json_atomic(path: Path, doc: Any) -> None:
@@ -59,7 +107,9 @@ def _write_json_atomic(path: Path, doc: Any) -> None:
         json.dump(doc, fh, default=str, indent=1)
         fh.flush()
         os.fsync(fh.fileno())
+    checkpoint(f"json-written {path.parent.name}/{path.name}")
     os.replace(tmp, path)
+    checkpoint(f"json-replaced {path.parent.name}/{path.name}")
 
 
 def _batch_of(path: Path) -> str | None:
@@ -142,9 +192,17 @@ class Lake:
         return {rec["source_sha256"]: rec for _, rec in newest_last if rec.get("source_sha256")}
 
     # ------------------------------------------------------------------ writing
+    def _inside(self, rel: str) -> Path | None:
+        """``root / rel`` when it stays inside the lake (a journal or record is data: never trust it)."""
+        path = (self.root / rel).resolve()
+        return path if self.root in path.parents else None
+
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the lake's writer lock; a second writer gets a clear LakeBusy at once."""
+        problem = lake_path_problem(self.root)
+        if problem:
+            raise LakePathError(problem)
         self.root.mkdir(parents=True, exist_ok=True)
         path = self.root / LOCK_FILE
         fh = open(path, "a+")
@@ -163,6 +221,7 @@ class Lake:
             fh.write(f"pid {os.getpid()} since {utcnow().isoformat()}")
             fh.flush()
             self.recover()
+            checkpoint("locked")
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
@@ -182,7 +241,10 @@ class Lake:
                     except (OSError, json.JSONDecodeError):
                         doc = {"files": []}
                     for rel in doc.get("files", []):
-                        (self.root / rel).unlink(missing_ok=True)
+                        target = self._inside(str(rel))
+                        if target is not None:
+                            target.unlink(missing_ok=True)
+                            checkpoint("recover-unlink")
                     rolled.append(batch_id)
                 journal.unlink(missing_ok=True)
         # Files whose batch never committed (a crash between rename and journal cannot happen,
@@ -191,12 +253,14 @@ class Lake:
             base = self.root / table
             if base.is_dir():
                 for f in base.glob("*/part-*.parquet"):
-                    if _batch_of(f) not in commits:
+                    if _OWN_PART_RE.match(f.name) and _batch_of(f) not in commits:
                         f.unlink(missing_ok=True)
         # Superseded files of committed batches: finish their deletion.
         for rec in commits.values():
             for rel in rec.get("removes", []):
-                (self.root / rel).unlink(missing_ok=True)
+                target = self._inside(str(rel))
+                if target is not None:
+                    target.unlink(missing_ok=True)
         shutil.rmtree(self.root / STAGING_DIR, ignore_errors=True)
         return rolled
 
@@ -294,6 +358,7 @@ class Batch:
         staged.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, staged, compression="zstd")
         self.staged.append((staged, self.lake.root / rel))
+        checkpoint(f"staged {rel}")
 
     def commit(self, record: dict) -> dict:
         """Publish every staged file at once; ``record`` becomes the commit record (manifest)."""
@@ -304,11 +369,14 @@ class Batch:
         for staged, final in self.staged:
             final.parent.mkdir(parents=True, exist_ok=True)
             os.replace(staged, final)
+            checkpoint(f"published {final.relative_to(root)}")
         record = {**record, "batch_id": self.batch_id, "files": files, "removes": self.removes}
         _write_json_atomic(root / MANIFEST_DIR / "batches" / f"{self.batch_id}.json", record)
         journal.unlink(missing_ok=True)
+        checkpoint("journal-removed")
         for rel in self.removes:
             (root / rel).unlink(missing_ok=True)
+            checkpoint(f"superseded-removed {rel}")
         shutil.rmtree(self.staging, ignore_errors=True)
         return record
 

@@ -441,60 +441,6 @@ def _parse_time(value: Any) -> datetime | None:
 
 
 # --------------------------------------------------------------------------- steps
-def _registry_version(lake: Lake) -> str | None:
-    try:
-        from pipeline.keys import registry_version
-    except ImportError:
-        return None
-    return registry_version(lake)
-
-
-def _next_second() -> None:
-    """Wait for the next wall-clock second.
-
-    Why: the ingest re-reads a token file when the key registry's newest batch id sorts after the
-    file's batch id, and batch ids are second-granular plus a random suffix. A key import and an
-    ingest within the same second would compare on the random part, and a file ingested right
-    after tonight's import could be re-read (and re-detected) tomorrow for nothing.
-    """
-    import time
-
-    now = time.time()
-    time.sleep(max(0.0, 1.0 - (now - int(now))) + 0.01)
-
-
-def load_indicator_files(lake: Lake, paths: Sequence[Path]) -> dict[str, Any]:
-    """Load indicator CSVs (``queries/indicators`` columns) from files or folders into ``indicators``.
-
-    Same key (type, value) as a row already there: the file wins. Idempotent.
-    """
-    import shutil
-    import tempfile
-
-    from pipeline import keys
-
-    rows: list[dict[str, Any]] = []
-    for path in paths:
-        path = Path(path)
-        if path.is_dir():
-            rows += keys.builtin_indicators(path)
-        elif path.is_file():
-            with tempfile.TemporaryDirectory(prefix="tokenhunt-ind-") as tmp:  # builtin_indicators reads a folder
-                shutil.copy(path, Path(tmp) / (path.stem + ".csv"))
-                rows += keys.builtin_indicators(Path(tmp))
-        else:
-            raise keys.KeyImportError(f"{path}: no such indicator file or folder")
-    batch_id = new_batch_id()
-    today = utcnow().date().isoformat()
-    # pipeline.keys has no public "load these indicator files" yet: reuse its merge and commit so the
-    # registry statuses follow (a kid listed here turns compromised).
-    with lake.lock():
-        merged, changed = keys._merge_indicators(lake.read_table("indicators").to_pylist(), rows, batch_id, today)
-        result = keys._commit_indicators(lake, merged, changed, batch_id, "indicators_load", {"files": [str(p) for p in paths]})
-    result["rows_in_files"] = len(rows)
-    return result
-
-
 def _keys_step(run: NightlyRun, lake: Lake, keys_dir: Path | None, indicator_paths: Sequence[Path]) -> None:
     from pipeline import keys
 
@@ -516,15 +462,9 @@ def _keys_step(run: NightlyRun, lake: Lake, keys_dir: Path | None, indicator_pat
         except Exception as exc:  # noqa: BLE001 - a bad keys folder fails the run, not the detections
             run.errors.append(_error(f"keys import from {keys_dir}", exc))
     try:
-        run.indicators = {"builtin": keys.load_indicators(lake)}
-    except Exception as exc:  # noqa: BLE001
-        run.errors.append(_error("built-in indicators", exc))
-    if indicator_paths:
-        try:
-            extra = load_indicator_files(lake, indicator_paths)
-            run.indicators = {**(run.indicators or {}), "files": extra}
-        except Exception as exc:  # noqa: BLE001
-            run.errors.append(_error("indicator files", exc))
+        run.indicators = {"loaded": keys.load_indicators(lake, indicator_paths)}
+    except Exception as exc:  # noqa: BLE001 - a bad indicator file fails the run, not the detections
+        run.errors.append(_error("indicators", exc))
     if run.indicators:
         # flatten for the one-line summaries: rows now in the table, and whether anything changed
         flat = {"rows": None, "changed": False}
@@ -675,10 +615,7 @@ def run_nightly(
         if keys_path is not None and not keys_path.exists():
             run.errors.append(f"keys: {keys_path}: no such folder or file")
             keys_path = None
-        registry_before = _registry_version(lake)
         _keys_step(run, lake, keys_path, indicator_paths)
-        if _registry_version(lake) != registry_before:
-            _next_second()
         skip = [lake.root, out_root] + ([keys_path] if keys_path else []) + indicator_paths
         files, run.excluded = expand_inputs([Path(p) for p in inputs], skip, exclude)
         if not files:
