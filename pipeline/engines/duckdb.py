@@ -76,6 +76,11 @@ def connect(
     ``read_only`` locks the session down after the views exist: no file access outside the lake,
     no extensions, no ATTACH, configuration frozen. Views over Parquet cannot modify the lake, so a
     hunt can read everything and change nothing.
+
+    Not covered by this lock (DuckDB 2.0 has no read-only directory setting): statements that
+    write *inside* the lake directory (``COPY ... TO '<lake>/x'``, ``ATTACH '<lake>/x.db'``) and
+    DDL on the in-memory catalog. Untrusted SQL must go through ``pipeline.hunts.query``, which
+    admits only a single read statement.
     """
     lake = lake if isinstance(lake, Lake) else Lake(Path(lake))
     con = duckdb.connect(":memory:")
