@@ -41,8 +41,6 @@ there than with chronological daily snapshots; widen the tolerance for such sour
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import base64
 import binascii
 import csv
@@ -51,6 +49,7 @@ import json
 import os
 from collections import defaultdict
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
