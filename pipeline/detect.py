@@ -768,6 +768,7 @@ def detect_lake(
     workers: int | None = None,
     lock: bool = True,
     now: datetime | None = None,
+    engine: str | None = None,
 ) -> DetectResult:
     """Run the detections over the lake and persist their findings.
 
@@ -778,7 +779,7 @@ def detect_lake(
     """
     from contextlib import nullcontext
 
-    from pipeline.engines.duckdb import connect
+    from pipeline import engines  # engine registry: --engine / `engine` in tokenhunt.toml (duckdb, spark)
 
     lake = lake if isinstance(lake, Lake) else Lake(Path(lake))
     all_detections = list(detections) if detections is not None else load_detections()
@@ -790,7 +791,10 @@ def detect_lake(
     window = resolve_window(since, until, now=run_time)
     min_date = min_partition_date(window[0], chosen)
     with lake.lock() if lock else nullcontext():
-        con = connect(lake, min_date=min_date)
+        con = engines.connect(
+            engine or getattr(settings, "engine", None) or "duckdb", lake, min_date=min_date,
+            spark_master=getattr(settings, "spark_master", None), spark_lake_uri=getattr(settings, "spark_lake_uri", None),
+        )
         try:
             rows, runs = execute(con, chosen, params, window, partner_tenants=partner_tenants, workers=workers)
         finally:

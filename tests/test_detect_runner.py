@@ -463,7 +463,7 @@ def test_cli_detect_exit_codes_and_output(mail_lake: Lake, tmp_path: Path) -> No
     second = runner.invoke(app, args[:-1] + ["ocsf", "--out", str(out)])
     assert second.exit_code == 0, second.output
     assert all(json.loads(line)["class_uid"] == 2004 for line in out.read_text().splitlines())
-    assert runner.invoke(app, args + ["--engine", "spark"]).exit_code == 2
+    assert runner.invoke(app, args + ["--engine", "nosuch"]).exit_code == 2  # spark is an engine now (tests/test_spark_parity.py)
     assert runner.invoke(app, ["detect", "--lake", str(mail_lake.root), "--only", "nope"]).exit_code == 2
     assert runner.invoke(app, ["detect", "--lake", str(mail_lake.root), "--since", "someday"]).exit_code == 2
 
