@@ -28,7 +28,7 @@ from pipeline.retention import (
     retention_report,
     window_coverage,
 )
-from pipeline.retention_policy import PolicyError, load_policy, profiles
+from pipeline.retention.policy import PolicyError, load_policy, profiles
 
 TENANT_A = "11111111-1111-1111-1111-111111111111"
 TENANT_B = "22222222-2222-2222-2222-222222222222"

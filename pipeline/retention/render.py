@@ -13,7 +13,7 @@ from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
-    from pipeline.retention import RetentionReport, SourceResult
+    from pipeline.retention.model import DetectionCoverage, MailAudit, RetentionReport, SourceResult
 
 LEVEL_MARK = {"ok": "ok", "warn": "WARN", "violation": "VIOLATION"}
 LEVEL_COLOR = {"ok": "#1a7f37", "warn": "#9a6700", "violation": "#cf222e"}
@@ -112,6 +112,21 @@ def _window_rows(report: "RetentionReport") -> list[list[str]]:
 
 
 WINDOW_HEADERS = ["window", "dates", "coverage", "confirm from", "rule out from", "note"]
+DETECTION_HEADERS = ["detection", "requires", "lookback d", "status", "why"]
+TENANT_HEADERS = ["tenant", "seen in", "mail events", "MailItemsAccessed"]
+
+
+def _detection_row(d: "DetectionCoverage") -> list[str]:
+    why = "; ".join(r.text.split(": ", 1)[-1] for r in d.reasons if r.level != "ok") or "-"
+    return [d.meta.id, ", ".join(d.meta.requires), str(d.meta.lookback_days), d.status, why]
+
+
+def _tenant_rows(m: "MailAudit") -> list[list[str]]:
+    return [[t["tenant"], ", ".join(t["seen_in"]), f"{t['mail_events']:,}", f"{t['mail_items_accessed']:,}"] for t in m.tenants]
+
+
+def _throttled_rows(m: "MailAudit") -> list[list[Any]]:
+    return [[t["tenant"], t["mailbox"], t["days"], t["first"], t["last"], t["records"]] for t in m.throttled]
 
 
 # --------------------------------------------------------------------------- terminal
@@ -151,11 +166,10 @@ def rich_renderables(report: "RetentionReport") -> list[Any]:
         out.append(w)
     if report.detections:
         d = Table(title="detection coverage", title_justify="left")
-        for h in ("detection", "requires", "lookback d", "status", "why"):
+        for h in DETECTION_HEADERS:
             d.add_column(h, overflow="fold")
         for det in report.detections:
-            why = "; ".join(r.text.split(": ", 1)[-1] for r in det.reasons if r.level != "ok") or "-"
-            d.add_row(det.meta.id, ", ".join(det.meta.requires), str(det.meta.lookback_days), det.status, why)
+            d.add_row(*_detection_row(det))
         out.append(d)
     for note in report.notes:
         out.append(Text(f"note: {note}", style="dim"))
@@ -207,29 +221,16 @@ def to_markdown(report: "RetentionReport") -> str:
     m = report.mail_audit
     lines += ["## Mail-audit completeness (MailItemsAccessed)", ""]
     if m.tenants:
-        lines += _md_table(
-            ["tenant", "seen in", "mail events", "MailItemsAccessed"],
-            [[t["tenant"], ", ".join(t["seen_in"]), f"{t['mail_events']:,}", f"{t['mail_items_accessed']:,}"] for t in m.tenants],
-        )
+        lines += _md_table(TENANT_HEADERS, _tenant_rows(m))
         lines.append("")
     if m.throttled:
-        lines += _md_table(
-            ["tenant", "throttled mailbox", "days", "first", "last", "records"],
-            [[t["tenant"], t["mailbox"], t["days"], t["first"], t["last"], t["records"]] for t in m.throttled],
-        )
+        lines += _md_table(["tenant", "throttled mailbox", "days", "first", "last", "records"], _throttled_rows(m))
         lines.append("")
     if not (m.tenants or m.throttled):
         lines += ["No mail audit or sign-in tenants in the lake.", ""]
     if report.detections:
         lines += ["## Detection coverage", ""]
-        lines += _md_table(
-            ["detection", "requires", "lookback d", "status", "why"],
-            [
-                [d.meta.id, ", ".join(d.meta.requires), str(d.meta.lookback_days), d.status,
-                 "; ".join(r.text.split(": ", 1)[-1] for r in d.reasons if r.level != "ok") or "-"]
-                for d in report.detections
-            ],
-        )
+        lines += _md_table(DETECTION_HEADERS, [_detection_row(d) for d in report.detections])
         lines.append("")
     if report.notes:
         lines += ["## Notes", ""] + [f"- {n}" for n in report.notes] + [""]
@@ -385,35 +386,18 @@ def to_html(report: "RetentionReport") -> str:
     parts.append("<h2>Mail-audit completeness (MailItemsAccessed)</h2>")
     if m.tenants:
         parts.append(
-            _html_table(
-                ["tenant", "seen in", "mail events", "MailItemsAccessed"],
-                [[t["tenant"], ", ".join(t["seen_in"]), f"{t['mail_events']:,}", f"{t['mail_items_accessed']:,}"] for t in m.tenants],
-                ["violation" if not t["mail_items_accessed"] else "ok" for t in m.tenants],
-            )
+            _html_table(TENANT_HEADERS, _tenant_rows(m), ["violation" if not t["mail_items_accessed"] else "ok" for t in m.tenants])
         )
     if m.throttled:
         parts.append(f"<p>{m.throttled_total} throttled mailbox(es):</p>")
-        parts.append(
-            _html_table(
-                ["tenant", "mailbox", "days", "first", "last", "records"],
-                [[t["tenant"], t["mailbox"], t["days"], t["first"], t["last"], t["records"]] for t in m.throttled],
-            )
-        )
+        parts.append(_html_table(["tenant", "mailbox", "days", "first", "last", "records"], _throttled_rows(m)))
     if not (m.tenants or m.throttled):
         parts.append("<p>No mail audit or sign-in tenants in the lake.</p>")
     if report.detections:
         parts.append("<h2>Detection coverage</h2>")
         level = {"covered": "ok", "partial": "warn", "blind": "violation"}
         parts.append(
-            _html_table(
-                ["detection", "requires", "lookback d", "status", "why"],
-                [
-                    [d.meta.id, ", ".join(d.meta.requires), d.meta.lookback_days, d.status,
-                     "; ".join(r.text.split(": ", 1)[-1] for r in d.reasons if r.level != "ok") or "-"]
-                    for d in report.detections
-                ],
-                [level[d.status] for d in report.detections],
-            )
+            _html_table(DETECTION_HEADERS, [_detection_row(d) for d in report.detections], [level[d.status] for d in report.detections])
         )
     if report.notes:
         parts.append("<h2>Notes</h2><ul>" + "".join(f"<li>{_esc(n)}</li>" for n in report.notes) + "</ul>")
