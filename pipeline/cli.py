@@ -41,13 +41,22 @@ def settings(lake: Optional[Path], config: Optional[Path]) -> config_mod.Setting
     try:
         return config_mod.load(config, lake)
     except config_mod.ConfigError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc), 2)
 
 
 def fail(message: str, code: int) -> None:
-    err.print(f"[red]error:[/red] {message}", highlight=False)
+    from rich.markup import escape
+
+    # "[token_fields]" is text, not markup; one unwrapped line, so a long path stays whole (and greppable)
+    err.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
+
+
+def check_out(out: Optional[Path], folder: bool = False) -> None:
+    """Refuse an unusable --out before any work (exit 2), instead of a traceback after it."""
+    problem = config_mod.output_path_problem(out, folder=folder) if out is not None else None
+    if problem:
+        fail(f"--out: {problem}", 2)
 
 
 # --------------------------------------------------------------------------- ingest
@@ -358,6 +367,7 @@ def detect(
     if format not in FORMATS:
         fail(f"--format {format!r} is not one of {', '.join(FORMATS)}", EXIT_USAGE)
     s = settings(lake, config)
+    check_out(out)
     from pipeline import engines
 
     engine = engine or s.engine
@@ -416,12 +426,13 @@ def retention(
     2 usage error (bad policy, profile, --incident or --as-of; no lake).
     """
     from pipeline.retention import PolicyError, RetentionInputError, retention_report
-    from pipeline.retention_report import rich_renderables
+    from pipeline.retention.render import rich_renderables
 
     formats_ = ("table", "json", "markdown", "html")
     if format not in formats_:
         fail(f"--format {format!r} is not one of {', '.join(formats_)}", 2)
     s = settings(lake, config)
+    check_out(out)
     if not s.lake.is_dir():
         fail(f"no lake at {s.lake} (set --lake, `lake` in tokenhunt.toml or $TOKENHUNT_LAKE)", 2)
     try:
@@ -470,6 +481,7 @@ def nightly(
     from pipeline.nightly import run_nightly
 
     s = settings(lake, config)
+    check_out(out, folder=True)
     run = run_nightly(
         inputs, s.lake, keys, out, indicators=indicators or (), exclude=exclude or (), settings=s,
         quality_policy=quality, policy=policy, profile=profile, as_of=as_of,
@@ -526,6 +538,7 @@ def _hunt_output(reader, fmt: Optional[str], out: Optional[Path], limit: Optiona
     """Stream a hunt result: a file (--out), stdout (csv/jsonl/markdown) or the terminal table."""
     from pipeline import hunts
 
+    check_out(out)
     fmt = hunts.format_for(out, fmt)
     if fmt == "parquet" and out is None:
         raise hunts.HuntError("parquet output needs --out FILE")
@@ -741,6 +754,32 @@ def sql_ddl(
         typer.echo(sqlmod.ddl(dialect, location, schema_name=schema_name), nl=False)
     except sqlmod.TranspileError as exc:
         fail(str(exc), 2)
+
+
+# --------------------------------------------------------------------------- bench
+@app.command()
+def bench(
+    events: int = typer.Option(300_000, "--events", help="Events at 1x (30 % sign-ins, 20 % mail, 50 % token requests)."),
+    out: Path = typer.Option(Path("bench_out"), "--out", help="Folder for bench.json, bench.md and the cached data."),
+    repeat: int = typer.Option(3, "--repeat", help="Runs per figure; the median is reported."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Ingest worker processes (default: the CPU count)."),
+    section: Optional[list[str]] = typer.Option(None, "--section", help="Only these: ingest, tokens, detect, nightly, scaling."),
+) -> None:
+    """Performance figures on this machine: ingest vs DuckDB/polars, token decoding vs pyjwt, signature
+    checks, detections, the nightly increment and a 1x/2x/4x scaling curve. Writes OUT/bench.json."""
+    from pipeline import bench as bench_mod
+
+    config = bench_mod.BenchConfig(events=events, out=out, repeat=repeat, workers=workers)
+    if section:
+        unknown = sorted(set(section) - set(config.sections))
+        if unknown:
+            fail(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(config.sections)}", 2)
+        config.sections = tuple(section)
+    if events < 1000 or repeat < 1:
+        fail("--events must be at least 1000 and --repeat at least 1", 2)
+    doc = bench_mod.run(config, log=lambda message: err.print(f"[dim]{message}[/dim]", highlight=False))
+    typer.echo(bench_mod.render(doc))
+    err.print(f"wrote {out / 'bench.json'} and {out / 'bench.md'}")
 
 
 def main() -> None:  # pragma: no cover - console script entry point is `app`
