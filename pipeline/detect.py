@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from pipeline import schemas
+from pipeline.queryfile import split_header
 from pipeline.lake import Lake, utcnow
 
 QUERIES_DIR = Path(__file__).resolve().parent.parent / "queries"
@@ -123,19 +124,6 @@ class Detection:
 
 
 # --------------------------------------------------------------------------- loading
-def _split_header(text: str) -> tuple[str, str]:
-    """(TOML header text, SQL body): the leading ``--`` comment lines are the header."""
-    lines = text.splitlines()
-    header: list[str] = []
-    i = 0
-    while i < len(lines) and (lines[i].startswith("--") or (not header and not lines[i].strip())):
-        line = lines[i]
-        if line.startswith("--"):
-            header.append(line[3:] if line.startswith("-- ") else line[2:])
-        i += 1
-    return "\n".join(header), "\n".join(lines[i:]).strip()
-
-
 def _check_param_value(name: str, value: Any) -> str | None:
     if isinstance(value, (bool, int, float, str, datetime, date)):
         return None
@@ -250,7 +238,7 @@ def _load_file(path: Path) -> tuple[Detection | None, list[str]]:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         return None, [f"cannot read: {exc}"]
-    header, body = _split_header(text)
+    header, body, _ = split_header(text)
     if not header.strip():
         return None, ["no metadata header (leading `-- key = value` TOML comment lines)"]
     try:

@@ -33,6 +33,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.optimizer.qualify import qualify
 
 from pipeline import schemas
+from pipeline.queryfile import split_header
 
 REPO = Path(__file__).resolve().parents[2]
 QUERIES_DIR = REPO / "queries"
@@ -91,25 +92,16 @@ class QueryFile:
 def read_query_file(path: Path, kind: str | None = None) -> QueryFile:
     """Split a query file into header and body (tolerant: lint reports header problems, not us)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    lines = text.splitlines()
-    header: list[str] = []
-    i = 0
-    while i < len(lines) and (lines[i].startswith("--") or not lines[i].strip()):
-        line = lines[i]
-        if line.startswith("--"):
-            header.append(line[3:] if line.startswith("-- ") else line[2:])
-        i += 1
-    body = "\n".join(lines[i:]).strip()
+    header, body, body_line = split_header(path.read_text(encoding="utf-8"))
     if kind is None:
         kind = "hunt" if path.parent.name == "hunts" else "detection"
     meta: dict[str, Any] = {}
     problem = None
     try:
-        meta = tomllib.loads("\n".join(header)) if header else {}
+        meta = tomllib.loads(header) if header else {}
     except tomllib.TOMLDecodeError as exc:
         problem = f"header is not valid TOML: {exc}"
-    return QueryFile(path=path, kind=kind, body=body, body_line=i + 1, meta=meta, header_error=problem)
+    return QueryFile(path=path, kind=kind, body=body, body_line=body_line, meta=meta, header_error=problem)
 
 
 def render_placeholders(sql: str, params: Mapping[str, Any]) -> str:

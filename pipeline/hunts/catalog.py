@@ -17,6 +17,7 @@ from typing import Any
 from pipeline.hunts.errors import HuntError, HuntLoadError, HuntParamError
 from pipeline.hunts.guard import check_read_only, parse_statements
 from pipeline.hunts.params import PARAM_TYPES, HuntParam, convert_value
+from pipeline.queryfile import split_header
 
 QUERIES_DIR = Path(__file__).resolve().parents[2] / "queries"
 HUNTS_DIR = QUERIES_DIR / "hunts"
@@ -49,19 +50,6 @@ class Hunt:
         raise HuntParamError(
             f"hunt {self.name}: unknown parameter {name!r}; parameters: {', '.join(p.name for p in self.params) or '(none)'}"
         )
-
-
-def split_header(text: str) -> tuple[str, str]:
-    """(TOML header, SQL body): the leading ``--`` comment lines (blank lines before them allowed)."""
-    lines = text.splitlines()
-    header: list[str] = []
-    i = 0
-    while i < len(lines) and (lines[i].startswith("--") or (not header and not lines[i].strip())):
-        line = lines[i]
-        if line.startswith("--"):
-            header.append(line[3:] if line.startswith("-- ") else line[2:])
-        i += 1
-    return "\n".join(header), "\n".join(lines[i:]).strip()
 
 
 def _check_header(meta: dict[str, Any]) -> list[str]:
@@ -115,7 +103,7 @@ def load_hunt(path: Path) -> Hunt:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise HuntLoadError([f"{path}: cannot read: {exc}"]) from None
-    header, body = split_header(text)
+    header, body, _ = split_header(text)
     problems: list[str] = []
     try:
         meta = tomllib.loads(header)

@@ -12,6 +12,7 @@ import tomllib
 from datetime import date, timedelta
 from pathlib import Path
 
+from pipeline.queryfile import split_header
 from pipeline.retention.model import DetectionCoverage, DetectionMeta, Reason, SourceResult, span_text, worst
 
 REFERENCE_TABLES = ("signing_keys", "indicators")  # not time series: covered when not empty
@@ -35,13 +36,8 @@ def read_detection_headers(directory: Path) -> tuple[list[DetectionMeta], list[s
     metas: list[DetectionMeta] = []
     problems: list[str] = []
     for path in sorted(Path(directory).glob("*.sql")):
-        lines = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            if not line.startswith("--"):
-                break
-            lines.append(line[3:] if line.startswith("-- ") else line[2:])
         try:
-            doc = tomllib.loads("\n".join(lines))
+            doc = tomllib.loads(split_header(path.read_text(encoding="utf-8")).header)
         except tomllib.TOMLDecodeError as exc:
             problems.append(f"{path}: header is not valid TOML: {exc}")
             continue
