@@ -29,7 +29,7 @@ demo: $(STAMP) ## run the nightly job on sample_logs/ into ./lake and print the 
 		|| test $$? -eq 10 -o $$? -eq 20
 
 test: $(STAMP) ## the whole test suite (set-up included)
-	$(VENV)/bin/pytest -n 2 -q -p no:cacheprovider tests
+	$(VENV)/bin/pytest -n 2 --dist loadgroup -q -p no:cacheprovider tests
 
 lint-sql: $(STAMP) ## portable-SQL lint of every detection and hunt (also part of `make test`: tests/test_sql_portability.py)
 	$(VENV)/bin/tokenhunt sql lint

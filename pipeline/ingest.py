@@ -9,8 +9,11 @@ read at all gets one error naming it, and the other files still ingest.
 
 from __future__ import annotations
 
+import gzip
 import hashlib
+import sys
 import traceback
+import zlib
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,8 +22,10 @@ from typing import Any, Callable, Iterable, Iterator
 
 from pipeline import keys, schemas, sources
 from pipeline.lake import Batch, Lake, TableCounts, file_sha256, utcnow
-from pipeline.sources.base import Context, Emitted, RawRecord, SourceFormat, UnreadableFile, sniff_container
-from pipeline.tokens import scrub_text
+from pipeline.sources.base import (
+    Context, Emitted, FileSample, RawRecord, SourceFormat, UnreadableFile, iter_json_array, printable, sniff_container,
+)
+from pipeline.tokens import scrub_jwts, scrub_text
 
 CHUNK_ROWS = 20_000
 MAX_QUARANTINE_TEXT = 64 * 1024
@@ -34,6 +39,9 @@ EXIT_QUALITY_FAILED = 3  # a batch failed the quality gate with quality_policy =
 EXIT_LAKE_BUSY = 4  # another run holds the lake lock
 
 SKIP_NAMES = {".DS_Store", "README.md", "README.txt"}
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A compressed stream that ends early or breaks mid-file: the records before are whole and kept.
+STREAM_ERRORS = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass
@@ -112,9 +120,12 @@ class _FileIngest:
         self.counts(table).read += 1
         self.counts(table).quarantined += 1
         # `known` also catches opaque (non-JWT) tokens the format registered before rejecting the record.
-        text = scrub_text(raw.text or "", known=self.ctx.options.get("_raw_tokens"))
-        if len(text) > MAX_QUARANTINE_TEXT:
-            text = text[:MAX_QUARANTINE_TEXT] + f"... [truncated, {len(text)} chars]"
+        raw_text = raw.text or ""
+        if len(raw_text) > 4 * MAX_QUARANTINE_TEXT:  # a 50 MB line: scrub only what is kept
+            raw_text = raw_text[: 2 * MAX_QUARANTINE_TEXT]
+        text = printable(scrub_text(raw_text, known=self.ctx.options.get("_raw_tokens")))
+        if len(text) > MAX_QUARANTINE_TEXT or len(raw_text) < len(raw.text or ""):
+            text = text[:MAX_QUARANTINE_TEXT] + f"... [truncated, {len(raw.text or '')} chars]"
         now = utcnow()
         qid = hashlib.sha256(f"{table}|{self.sha}|{raw.number}".encode()).hexdigest()
         self.quarantine_rows.append(
@@ -128,37 +139,27 @@ class _FileIngest:
                 "source_sha256": self.sha,
                 "record_number": raw.number,
                 "line_number": raw.line,
-                "reason": scrub_text(reason)[:2000],
+                "reason": printable(scrub_text(reason))[:2000],
                 "raw_record": text,
                 "ingest_batch_id": self.batch.batch_id,
             }
         )
 
+    def read_all(self) -> None:
+        """Every record of the file through ``accept`` (``ingest_parallel`` reads large files in blocks)."""
+        for raw in _records(self.fmt, self.path):
+            self.accept(raw)
+
     def accept(self, raw: RawRecord) -> None:
         self.result.records += 1
-        default_table = self.fmt.tables[0]
-        if raw.error:
-            self.quarantine(raw, default_table, raw.error)
+        verdict = judge(self.fmt, self.ctx, raw)
+        if verdict[0] == "quarantine":
+            self.quarantine(raw, verdict[1], verdict[2])
             return
-        if not isinstance(raw.data, dict):
-            self.quarantine(raw, default_table, f"record is a JSON {type(raw.data).__name__}, not an object")
-            return
-        try:
-            emitted = self.fmt.normalize(raw.data, self.ctx)
-        except RECORD_ERRORS as exc:
-            self.quarantine(raw, default_table, str(exc) or type(exc).__name__)
-            return
-        if not emitted:
+        if verdict[0] == "skip":
             self.result.skipped += 1
             return
-        problems: list[str] = []
-        for item in emitted:
-            item.row.setdefault("source_format", self.fmt.name)
-            item.row.setdefault("ingest_batch_id", self.batch.batch_id)
-            problems.extend(f"{item.table}: {p}" for p in schemas.table(item.table).violations(item.row))
-        if problems:
-            self.quarantine(raw, emitted[0].table, "; ".join(problems))
-            return
+        emitted: list[Emitted] = verdict[1]
         for item in emitted:
             self.counts(item.table).read += 1
             self.pending[item.table].append(item.row)
@@ -181,6 +182,10 @@ class _FileIngest:
             written_all.extend(Emitted(table, r) for r in written)
             accepted_all.extend(Emitted(table, r) for r in rows)
         self.pending = defaultdict(list)
+        self.finish_flush(written_all, accepted_all)
+
+    def finish_flush(self, written_all: list[Emitted], accepted_all: list[Emitted]) -> None:
+        """Second half of a flush: rows the format derives from the chunk, then quarantine rows."""
         # Derived rows (e.g. one `tokens` row per distinct token) come from the rows actually written;
         # a re-check (keys imported since the file was ingested) derives them from every accepted row
         # so signatures are verified again, but counts only what was newly written.
@@ -231,6 +236,85 @@ class _FileIngest:
         record["skipped"] = self.result.skipped
         record["tables"] = counts
         self.batch.commit(record)
+
+
+def judge(fmt: SourceFormat, ctx: Context, raw: RawRecord) -> tuple[Any, ...]:
+    """What becomes of one record: ("rows", [Emitted, ...]) valid and storable, ("skip",) out of
+    the lake's scope, or ("quarantine", table, reason). Pure: the serial ingest and the parallel
+    workers (``pipeline.ingest_parallel``) decide every record with this one function.
+    """
+    default_table = fmt.tables[0]
+    if raw.error:
+        return "quarantine", default_table, raw.error
+    if not isinstance(raw.data, dict):
+        return "quarantine", default_table, f"record is a JSON {type(raw.data).__name__}, not an object"
+    try:
+        emitted = fmt.normalize(raw.data, ctx)
+    except RECORD_ERRORS as exc:
+        return "quarantine", default_table, str(exc) or type(exc).__name__
+    if not emitted:
+        return ("skip",)
+    problems: list[str] = []
+    for item in emitted:
+        item.row.setdefault("source_format", fmt.name)
+        item.row.setdefault("ingest_batch_id", ctx.batch_id)
+        problems.extend(f"{item.table}: {p}" for p in storable(item.row))
+        problems.extend(f"{item.table}: {p}" for p in schemas.table(item.table).violations(item.row))
+    if problems:
+        return "quarantine", emitted[0].table, "; ".join(problems)
+    return "rows", emitted
+
+
+def storable(row: dict[str, Any]) -> list[str]:
+    """Make ``row`` safe to store, in place; return what cannot be made so.
+
+    Text Parquet can hold (a lone surrogate from a JSON ``\\ud800`` escape becomes U+FFFD), no
+    JWT in any text value whatever the source (``tokens.scrub_jwts``), and integers within int64:
+    a larger one is a problem that quarantines the record instead of failing the whole file.
+    """
+    problems: list[str] = []
+    for name, value in row.items():
+        kind = type(value)
+        if kind is str:  # exact types first: the isinstance chain below costs ~10 us a row
+            if "eyJ" in value or not value.isascii():
+                row[name] = _safe_text(value)
+        elif value is None or kind is datetime or kind is bool:
+            continue
+        elif isinstance(value, str):
+            row[name] = _safe_text(value)
+        elif isinstance(value, int) and not isinstance(value, bool):
+            if not INT64_MIN <= value <= INT64_MAX:
+                problems.append(f"{name} {str(value)[:30]}... is outside the 64-bit integer range")
+        elif isinstance(value, list):
+            row[name] = [_safe_text(v) if isinstance(v, str) else v for v in value]
+    return problems
+
+
+def _safe_text(value: str) -> str:
+    if "eyJ" in value:
+        value = scrub_jwts(value)
+    return value if value.isascii() else printable(value)
+
+
+def _records(fmt: SourceFormat, path: Path) -> Iterator[RawRecord]:
+    """The format's records; a compressed stream that breaks mid-file ends with one error record
+    for the unreadable rest (the records before it are whole and get ingested)."""
+    it = iter(fmt.records(path))
+    last = 0
+    while True:
+        try:
+            raw = next(it)
+        except StopIteration:
+            return
+        except STREAM_ERRORS as exc:
+            yield RawRecord(
+                last + 1, None, "", None,
+                f"the rest of the file is unreadable after record {last}: compressed data truncated or corrupt "
+                f"({type(exc).__name__}: {exc})",
+            )
+            return
+        last = raw.number
+        yield raw
 
 
 def _recount(derived: list[Emitted], written: list[Emitted]) -> None:
@@ -288,14 +372,19 @@ def ingest_file(
             result.message = "empty or whitespace-only file: nothing to ingest"
             return result
         fmt = sources.by_name(format_name) if format_name else sources.sniff(sample)
+        if fmt is None and _no_records(sample):
+            result.status = "empty"
+            result.message = "no records (an empty JSON array or page): nothing to ingest"
+            return result
         if fmt is None:
             hint = f"CSV header {', '.join(sample.header[:6])}" if sample.header else f"container {sample.container}"
             raise UnreadableFile(f"{path}: not a recognized export format ({hint}); use --format to force one")
         result.format = fmt.name
-        state = _FileIngest(lake, path, fmt, sha, {**(options or {}), "_recheck": recheck}, result)
+        from pipeline.ingest_parallel import file_ingest  # large NDJSON/CSV files: worker processes
+
+        state = file_ingest(lake, path, fmt, sha, {**(options or {}), "_recheck": recheck}, result, sample)
         try:
-            for raw in fmt.records(path):
-                state.accept(raw)
+            state.read_all()
             state.flush()
             quality, quality_status = _run_quality(state, quality_policy)
             result.quality_status = quality_status
@@ -319,6 +408,21 @@ def ingest_file(
     return result
 
 
+def _no_records(sample: FileSample) -> bool:
+    """An export with nothing in it (``[]``, ``{"value": []}``): a quiet day, not an unknown format."""
+    if sample.container not in ("json_array", "json_wrapped") or sample.first is not None:
+        return False
+    return next(iter_json_array(sample.path), None) is None
+
+
+def _inside(path: Path, root: Path) -> bool:
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError):
+        return False
+    return resolved == root or root in resolved.parents
+
+
 def _derives_tokens(format_name: str) -> bool:
     try:
         return sources.by_name(format_name).finish is not None
@@ -326,12 +430,65 @@ def _derives_tokens(format_name: str) -> bool:
         return False
 
 
+QUALITY_CHUNK_ROWS = 250_000  # rows per great-expectations frame: pandas memory stays bounded
+
+
 def _run_quality(state: _FileIngest, policy: str) -> tuple[dict[str, Any], str]:
     if policy == "off":
         return {}, "skipped"
     from pipeline import quality  # great-expectations is heavy: import only when a batch is checked
 
-    return quality.check_staged_batch(state.batch, policy)
+    return _check_staged_in_chunks(state.batch, policy, quality)
+
+
+def _check_staged_in_chunks(batch: Batch, policy: str, quality: Any) -> tuple[dict[str, Any], str]:
+    """``quality.check_staged_batch`` with each table's staged rows validated QUALITY_CHUNK_ROWS at a
+    time (a multi-GB file would otherwise become one pandas frame) and the results merged. A batch
+    that fits one chunk gets exactly ``check_staged_batch``'s result."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    files: dict[str, list[tuple[Path, int]]] = defaultdict(list)
+    for staged, _final in batch.staged:
+        table = staged.relative_to(batch.staging).parts[0]
+        if table not in ("quarantine", "ingest_runs"):
+            files[table].append((staged, pq.ParquetFile(staged).metadata.num_rows))
+    if all(sum(n for _, n in parts) <= QUALITY_CHUNK_ROWS for parts in files.values()):
+        return quality.check_staged_batch(batch, policy)
+    results: dict[str, Any] = {}
+    for table, parts in files.items():
+        chunks: list[list[Path]] = [[]]
+        rows = 0
+        for path, n in parts:
+            if chunks[-1] and rows + n > QUALITY_CHUNK_ROWS:
+                chunks.append([])
+                rows = 0
+            chunks[-1].append(path)
+            rows += n
+        merged = [quality.validate_frame(table, pa.concat_tables([pq.read_table(p) for p in chunk])) for chunk in chunks]
+        results[table] = _merge_quality(merged)
+    return results, quality.status_for(results, policy)
+
+
+def _merge_quality(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One table's validation results over its chunks: failures summed per expectation and column."""
+    rows = sum(p["rows"] for p in parts)
+    failed: dict[tuple[Any, Any], dict[str, Any]] = {}
+    for part in parts:
+        for f in part["failed"]:
+            agg = failed.setdefault((f["expectation"], f["column"]), {**f, "unexpected_count": 0})
+            agg["unexpected_count"] = (agg["unexpected_count"] or 0) + (f.get("unexpected_count") or 0)
+    for agg in failed.values():
+        agg["unexpected_percent"] = 100.0 * agg["unexpected_count"] / rows if rows else None
+    evaluated = max((p["evaluated"] or 0) for p in parts)
+    return {
+        "success": all(p["success"] for p in parts),
+        "evaluated": evaluated,
+        "successful": evaluated - len(failed),
+        "failed": list(failed.values()),
+        "rows": rows,
+        "chunks": len(parts),
+    }
 
 
 def ingest_paths(
@@ -345,19 +502,25 @@ def ingest_paths(
 ) -> IngestReport:
     """Ingest every file under ``paths`` into ``lake``, each file its own atomic batch."""
     report = IngestReport()
-    files = list(expand_paths(paths))
+    # A folder that holds the lake (`tokenhunt ingest . --lake lake`): never read the lake's own files.
+    files = [f for f in expand_paths(paths) if not _inside(f, lake.root)]
     with lake.lock():
         known = lake.ingested_sources()
         options = dict(options or {})
         version = keys.registry_version(lake)
         if version and "signature_checker" not in options:
             options["signature_checker"] = keys.verify_signatures(lake)  # registry loaded once per run
-        for i, path in enumerate(files):
-            if on_file:
-                on_file(path, i, len(files))
-            result = ingest_file(
-                lake, path, format_name=format_name, options=options, quality_policy=quality_policy,
-                already=known, registry_version=version,
-            )
-            report.files.append(result)
+        try:
+            for i, path in enumerate(files):
+                if on_file:
+                    on_file(path, i, len(files))
+                result = ingest_file(
+                    lake, path, format_name=format_name, options=options, quality_policy=quality_policy,
+                    already=known, registry_version=version,
+                )
+                report.files.append(result)
+        finally:
+            parallel = sys.modules.get("pipeline.ingest_parallel")
+            if parallel is not None:
+                parallel.shutdown()  # worker processes (and what they hold of the files) end with the run
     return report

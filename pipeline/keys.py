@@ -177,18 +177,24 @@ def key_info(jwk: Any, where: str, warnings: list[str], default_issuer: str | No
     public = {k: v for k, v in jwk.items() if k not in PRIVATE_MEMBERS and not k.startswith("tokenhunt_")}
 
     modulus_sha256 = None
-    try:
+    members = {"RSA": ("n", "e"), "EC": ("x", "y")}.get(kty or "")
+    if members is None:
+        warnings.append(f"{where}: key type {kty!r} is not RSA or EC; kept without key material")
+    else:
+        decoded: dict[str, bytes] = {}
+        for member in members:  # name the member at fault: "field n is missing", not a KeyError
+            if member not in public:
+                warnings.append(f"{where}: {kty} key has no {member!r} member; skipped")
+                return None
+            try:
+                decoded[member] = b64url_decode(public[member])
+            except ValueError:
+                warnings.append(f"{where}: member {member!r} is not base64url text; skipped")
+                return None
         if kty == "RSA":
-            modulus_sha256 = hashlib.sha256(_int_bytes(int.from_bytes(b64url_decode(public["n"]), "big"))).hexdigest()
-            b64url_decode(public["e"])
-        elif kty == "EC":
-            point = b"\x04" + b64url_decode(public["x"]) + b64url_decode(public["y"])
-            modulus_sha256 = hashlib.sha256(point).hexdigest()
+            modulus_sha256 = hashlib.sha256(_int_bytes(int.from_bytes(decoded["n"], "big"))).hexdigest()
         else:
-            warnings.append(f"{where}: key type {kty!r} is not RSA or EC; kept without key material")
-    except (KeyError, ValueError, TypeError) as exc:
-        warnings.append(f"{where}: public key members are malformed ({type(exc).__name__}: {str(exc)[:80]}); skipped")
-        return None
+            modulus_sha256 = hashlib.sha256(b"\x04" + decoded["x"] + decoded["y"]).hexdigest()
 
     subject = not_before = not_after = cert_sha1 = None
     x5c = public.get("x5c")

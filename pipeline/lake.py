@@ -49,7 +49,7 @@ CRASH_AT_ENV = "TOKENHUNT_CRASH_AT"
 CRASH_TRACE_ENV = "TOKENHUNT_CRASH_TRACE"
 # Data files this code writes: part-<batch id from new_batch_id()>-<seq>.parquet. Recovery deletes
 # nothing else, so a lake pointed at a folder with foreign Parquet files never loses them.
-_OWN_PART_RE = re.compile(r"^part-\d{8}T\d{6}-[0-9a-f]{12}-\d{5}\.parquet$")
+_OWN_PART_RE = re.compile(r"^part-\d{8}T\d{6}(?:\d{6})?-[0-9a-f]{12}-\d{5}\.parquet$")
 
 
 class LakeBusy(RuntimeError):
@@ -337,6 +337,43 @@ class Batch:
             written.extend(part_rows)
         return written, duplicates
 
+    def add_arrow(self, table: str, data: pa.Table, dedup: bool = True) -> tuple[pa.Table, int]:
+        """``add`` for rows already in Arrow (the parallel ingest): the same dedup, the same files.
+
+        ``data`` has the table's ``arrow_schema()`` columns plus the partition column. Returns the
+        rows written (grouped by partition in first-seen order, as ``add`` returns them) and the
+        number of duplicates. Only the key and partition columns become Python values.
+        """
+        spec = schemas.table(table)
+        parts = data.column(spec.partition).to_pylist()
+        by_partition: dict[str, list[int]] = {}
+        duplicates = 0
+        if dedup:
+            if len(spec.key) > 1:
+                keys: list[Any] = list(zip(*(data.column(k).to_pylist() for k in spec.key)))
+            else:
+                keys = data.column(spec.key[0]).to_pylist()
+            present_of: dict[str, set] = {}
+            for i, (part, key) in enumerate(zip(parts, keys)):
+                present = present_of.get(part)
+                if present is None:
+                    present = present_of[part] = self._present_keys(spec, part)
+                if key in present:
+                    duplicates += 1
+                    continue
+                present.add(key)
+                by_partition.setdefault(part, []).append(i)
+        else:
+            for i, part in enumerate(parts):
+                by_partition.setdefault(part, []).append(i)
+        names = spec.arrow_schema().names
+        pieces = []
+        for part, indices in by_partition.items():
+            piece = data.take(indices) if len(indices) < data.num_rows else data
+            self._stage_table(spec, part, piece.select(names))
+            pieces.append(piece)
+        return (pa.concat_tables(pieces) if pieces else data.slice(0, 0)), duplicates
+
     def replace(self, table: str, rows: list[dict], partitions: Iterable[str] | None = None) -> int:
         """Stage rows that replace every committed file of the given partitions (all when None)."""
         spec = schemas.table(table)
@@ -351,7 +388,11 @@ class Batch:
 
     def _stage(self, spec: schemas.TableSchema, partition: str, rows: list[dict]) -> None:
         arrow_schema = spec.arrow_schema()
-        table = pa.Table.from_pylist([{c: r.get(c) for c in arrow_schema.names} for r in rows], schema=arrow_schema)
+        # Column lists, not row dicts: from_pydict converts ~3x faster than from_pylist (same values).
+        table = pa.Table.from_pydict({c: [r.get(c) for r in rows] for c in arrow_schema.names}, schema=arrow_schema)
+        self._stage_table(spec, partition, table)
+
+    def _stage_table(self, spec: schemas.TableSchema, partition: str, table: pa.Table) -> None:
         rel = Path(spec.name) / f"{spec.partition}={partition}" / f"part-{self.batch_id}-{self._seq:05d}.parquet"
         self._seq += 1
         staged = self.staging / rel

@@ -50,7 +50,12 @@ UPN_RE = r"^[^@\s]+@[^@\s]+$"
 IP_RE = r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)$"
 
 
+_CANONICAL_IPV4_RE = re.compile(r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(?:\.(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}")
+
+
 def _is_ip(value: str) -> bool:
+    if _CANONICAL_IPV4_RE.fullmatch(value):  # the common case, without building an address object
+        return True
     try:
         ipaddress.ip_address(value)
     except ValueError:
@@ -153,12 +158,49 @@ class TableSchema:
     def violations(self, row: dict[str, Any]) -> list[str]:
         """Every reason ``row`` cannot be stored (all at once, so the quarantine reason is complete)."""
         names = self._stored_names
-        problems = [f"unknown column {name}" for name in row if name not in names]
-        for col in self.stored_columns:
-            problem = col.violation(row.get(col.name))
+        problems = [] if names.issuperset(row) else [f"unknown column {name}" for name in row if name not in names]
+        for name, col, plain_type, test in self._fast_checks:
+            value = row.get(name)
+            if value is None:
+                if col.nullable:
+                    continue
+            elif plain_type is None or (type(value) is plain_type and (test is None or test(value))):
+                continue  # what `violation` accepts, decided without the call (it runs for every value)
+            problem = col.violation(value)
             if problem:
                 problems.append(problem)
         return problems
+
+    @cached_property
+    def _fast_checks(self) -> tuple[tuple[str, Column, type | None, Callable[[Any], bool] | None], ...]:
+        """Per stored column: (name, column, exact type that passes, extra test), for ``violations``.
+
+        A value of exactly that type passing the test is one ``Column.violation`` accepts; any other
+        value goes to ``violation`` itself (the one source of the messages). ``None`` as the type
+        means every non-null value passes (types ``violation`` does not check, no check or set).
+        """
+        out = []
+        for col in self.stored_columns:
+            plain: type | None
+            test: Callable[[Any], bool] | None = None
+            if col.type in ("string", "json"):
+                plain = str
+                check = CHECKS[col.check].test if col.check else None
+                allowed = frozenset(col.allowed) if col.allowed else None
+                if check and allowed:
+                    test = lambda v, c=check, a=allowed: c(v) and v in a  # noqa: E731
+                elif check:
+                    test = check
+                elif allowed:
+                    test = allowed.__contains__
+            elif col.allowed or (col.check and col.type not in ("int64", "bool", "timestamp")):
+                plain, test = object, (lambda v: False)  # never fast: always ask `violation`
+            else:
+                plain = {"int64": int, "bool": bool, "timestamp": datetime}.get(col.type)
+                if col.type == "timestamp":
+                    test = lambda v: v.tzinfo is not None  # noqa: E731
+            out.append((col.name, col, plain, test))
+        return tuple(out)
 
     @cached_property
     def _stored_names(self) -> frozenset[str]:

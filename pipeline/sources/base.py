@@ -16,9 +16,11 @@ import io
 import json
 import re
 import sys
+import threading
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 # CSV cells with whole JSON records (AuditData) exceed the csv module's 128 KiB default.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -80,6 +82,23 @@ class SourceFormat:
     # Some formats read several records as one unit (e.g. tokens aggregated per batch): optional hook
     # called with every row the batch accepted, returning extra rows for other tables.
     finish: Callable[[list[Emitted], Context], list[Emitted]] | None = None
+    # The row columns ``finish`` reads (None: all). The parallel ingest keeps rows in Arrow and
+    # builds only these as Python values for ``finish``.
+    finish_columns: tuple[str, ...] | None = None
+    # Optional fast path for many records at once (the parallel ingest's blocks): finished rows for
+    # the records whose shape it knows, identical to what ``normalize`` and the ingest's checks
+    # would make of them; every other record goes through ``normalize`` one at a time.
+    normalize_many: Callable[[list[RawRecord], Context], "BatchRows"] | None = None
+
+
+@dataclass
+class BatchRows:
+    """What a ``normalize_many`` took: per table, column name -> values (stored columns, storable
+    and valid), the positions of the records each row came from, and the records it left."""
+
+    columns: dict[str, dict[str, list[Any]]]
+    owner: dict[str, list[int]]
+    rest: list[int]
 
 
 # ---------------------------------------------------------------------- opening files
@@ -97,19 +116,60 @@ def open_binary(path: Path) -> io.BufferedIOBase:
 
 
 def open_text(path: Path) -> io.TextIOBase:
-    """Text with the BOM stripped; undecodable bytes become U+FFFD so one bad byte never stops a file."""
+    """Text with the BOM stripped. An undecodable byte becomes a lone surrogate (``surrogateescape``)
+    so one bad byte never stops a file: the reader that meets it quarantines that record only
+    (``invalid_utf8``)."""
     raw = open_binary(path)
-    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace", newline="")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="surrogateescape", newline="")
+
+
+_ESCAPED_BYTE_RE = re.compile("[\udc80-\udcff]")
+
+
+def invalid_utf8(text: str) -> str | None:
+    """Why ``text`` (decoded with ``surrogateescape``) is not valid UTF-8, or None when it is."""
+    if text.isascii():
+        return None
+    m = _ESCAPED_BYTE_RE.search(text)
+    if m is None:
+        return None
+    return f"invalid UTF-8: byte 0x{ord(m.group()) - 0xDC00:02X} at character {m.start() + 1} of the record"
+
+
+def printable(text: str) -> str:
+    """Text that can be stored and printed: escaped bytes and other lone surrogates become U+FFFD."""
+    return text if text.isascii() else _SURROGATE_RE.sub("\ufffd", text)
+
+
+_SURROGATE_RE = re.compile("[\ud800-\udfff]")
 
 
 def read_head(path: Path, size: int = 256 * 1024) -> str:
+    """The first ``size`` bytes as text, for sniffing. A truncated gzip yields what it has: the
+    reader then keeps the whole records before the cut and quarantines the rest."""
+    chunks: list[bytes] = []
     try:
         with open_binary(path) as fh:
-            data = fh.read(size)
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+            got = 0
+            while got < size:
+                try:
+                    chunk = fh.read(min(16 * 1024, size - got))
+                except EOFError:
+                    if not chunks:
+                        raise
+                    break
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                got += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
         raise UnreadableFile(f"{path}: cannot read: {exc}") from exc
+    data = b"".join(chunks)
     if data.startswith(codecs.BOM_UTF8):
         data = data[3:]
+    elif data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        # Windows PowerShell's Out-File and `>` write UTF-16: say so instead of "not recognized".
+        raise UnreadableFile(f"{path}: UTF-16 text; save or export it as UTF-8 (e.g. Export-Csv -Encoding utf8)")
     return data.decode("utf-8", errors="replace")
 
 
@@ -170,8 +230,9 @@ def _iter_json_stream(path: Path, *, skip_to_array: bool) -> Iterator[RawRecord]
             while True:
                 try:
                     value, end = decoder.raw_decode(buf, pos)
-                except json.JSONDecodeError as exc:
-                    if not eof and len(buf) - pos < MAX_RECORD_CHARS and fill():
+                except (json.JSONDecodeError, RecursionError) as exc:
+                    too_deep = isinstance(exc, RecursionError)
+                    if not too_deep and not eof and len(buf) - pos < MAX_RECORD_CHARS and fill():
                         continue  # element spans the chunk boundary
                     number += 1
                     # resync: next '{' at line start or after a comma
@@ -180,7 +241,8 @@ def _iter_json_stream(path: Path, *, skip_to_array: bool) -> Iterator[RawRecord]
                     cands = [c for c in (nxt, nxt2) if c >= 0]
                     stop = min(cands) + 1 if cands else len(buf)
                     text = buf[pos:stop]
-                    yield RawRecord(number, start_line, text, None, f"malformed JSON: {exc.msg} (line {start_line})")
+                    reason = "JSON nested too deeply" if too_deep else f"malformed JSON: {_msg(exc)}"  # type: ignore[arg-type]
+                    yield RawRecord(number, start_line, text, None, f"{reason} (line {start_line})")
                     line += text.count("\n")
                     pos = stop
                     break
@@ -191,36 +253,78 @@ def _iter_json_stream(path: Path, *, skip_to_array: bool) -> Iterator[RawRecord]
                 text = buf[pos:end]
                 line += text.count("\n")
                 pos = end
-                yield RawRecord(number, start_line, text, value, None)
+                bad = invalid_utf8(text)
+                yield RawRecord(number, start_line, text, None if bad else value, bad)
                 break
+
+
+def _msg(exc: json.JSONDecodeError) -> str:
+    """The decoder's message without its dangling "at" ("Unterminated string starting at")."""
+    return exc.msg.removesuffix(" at")
 
 
 def iter_json_array(path: Path) -> Iterator[RawRecord]:
     return _iter_json_stream(path, skip_to_array=True)
 
 
+def _ndjson_pieces(stripped: bytes) -> list[bytes]:
+    """One line, or its pieces when a lone CR (classic Mac / mixed newlines) separates records.
+
+    A raw CR can never sit inside a JSON string, so a line whose CR-separated pieces each parse
+    is several records; otherwise the line stays whole (and is judged as one record).
+    """
+    if b"\r" not in stripped:
+        return [stripped]
+    pieces = [p.strip(b" \t\x00") for p in stripped.split(b"\r")]
+    pieces = [p for p in pieces if p]
+    if len(pieces) < 2:
+        return pieces or [stripped]
+    for piece in pieces:
+        try:
+            json.loads(piece.decode("utf-8").lstrip("\ufeff"))
+        except (ValueError, RecursionError):
+            return [stripped]
+    return pieces
+
+
 def iter_ndjson(path: Path) -> Iterator[RawRecord]:
     """One JSON value per line; each bad line is its own quarantined record."""
     with open_binary(path) as fh:
-        number = 0
-        for line_no, raw in enumerate(fh, start=1):
-            if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[3:]
-            stripped = raw.strip(b" \t\r\n\x00")
-            if not stripped:
-                continue
+        yield from ndjson_records(enumerate(fh, start=1))
+
+
+def ndjson_records(lines: Iterable[tuple[int, bytes]]) -> Iterator[RawRecord]:
+    """``iter_ndjson`` over (line number, raw line) pairs; record numbers count from 1 here.
+
+    Split out so the parallel ingest (``pipeline.ingest_parallel``) reads blocks of a file with
+    exactly this code: its numbers are then offset by the records of the blocks before.
+    """
+    number = 0
+    for line_no, raw in lines:
+        if line_no == 1 and raw.startswith(codecs.BOM_UTF8):
+            raw = raw[3:]
+        stripped = raw.strip(b" \t\r\n\x00")
+        if not stripped:
+            continue
+        for piece in _ndjson_pieces(stripped):
             number += 1
             try:
-                text = stripped.decode("utf-8")
+                text = piece.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield RawRecord(number, line_no, stripped.decode("utf-8", "replace"), None, f"invalid UTF-8 at byte {exc.start}")
+                yield RawRecord(
+                    number, line_no, piece.decode("utf-8", "replace"), None,
+                    f"invalid UTF-8: byte 0x{piece[exc.start]:02X} at byte {exc.start + 1} of the line",
+                )
                 continue
             if text.startswith("\ufeff"):
                 text = text.lstrip("\ufeff")
             try:
                 value = json.loads(text)
             except json.JSONDecodeError as exc:
-                yield RawRecord(number, line_no, text, None, f"malformed JSON: {exc.msg} at column {exc.colno}")
+                yield RawRecord(number, line_no, text, None, f"malformed JSON: {_msg(exc)} at column {exc.colno}")
+                continue
+            except RecursionError:
+                yield RawRecord(number, line_no, text, None, "JSON nested too deeply")
                 continue
             yield RawRecord(number, line_no, text, value, None)
 
@@ -242,62 +346,145 @@ def iter_csv(path: Path) -> Iterator[RawRecord]:
     so the Entra portal's twice-written ``Incoming token type`` keeps both values.
     """
     with open_text(path) as fh:
-        reader = csv.reader(fh)
+        reader = csv.reader(_without_bom(fh))
+        header = csv_header(reader, path)
+        if header is None:
+            return
+        for number, line, cells in csv_rows(reader):
+            yield csv_record(number, line, cells, header)
+
+
+@dataclass(frozen=True)
+class CsvHeader:
+    names: list[str]  # stripped, duplicates suffixed .1, .2
+    stripped: list[str]  # the header cells stripped (to recognize a repeated header row)
+
+
+def csv_header(reader: Any, path: Path) -> CsvHeader | None:
+    """The header of a ``csv.reader`` (None for an empty file); an unreadable one is UnreadableFile."""
+    try:
+        header_cells = next(reader)
+    except StopIteration:
+        return None
+    except csv.Error as exc:
+        raise UnreadableFile(f"{path}: CSV header unreadable: {exc}") from exc
+    header: list[str] = []
+    for cell in header_cells:
+        name = cell.strip().lstrip("\ufeff")
+        base, n = name, 0
+        while name in header:
+            n += 1
+            name = f"{base}.{n}"
+        header.append(name)
+    return CsvHeader(header, [c.strip() for c in header_cells])
+
+
+def csv_rows(reader: Any) -> Iterator[tuple[int, int, list[str] | str]]:
+    """(record number, line, cells) of the non-blank rows after the header; for a row the csv
+    module cannot read, the cells are its error message (text). Cheap: the parallel ingest runs
+    this in the parent and ``csv_record`` in the workers."""
+    number = 0
+    while True:
+        line = reader.line_num + 1
         try:
-            header_cells = next(reader)
+            cells = next(reader)
         except StopIteration:
             return
         except csv.Error as exc:
-            raise UnreadableFile(f"{path}: CSV header unreadable: {exc}") from exc
-        header: list[str] = []
-        for cell in header_cells:
-            name = cell.strip().lstrip("\ufeff")
-            base, n = name, 0
-            while name in header:
-                n += 1
-                name = f"{base}.{n}"
-            header.append(name)
-        number = 0
-        while True:
-            line = reader.line_num + 1
-            try:
-                cells = next(reader)
-            except StopIteration:
-                return
-            except csv.Error as exc:
-                number += 1
-                yield RawRecord(number, line, "", None, f"malformed CSV row: {exc}")
-                continue
-            if not cells or all(not c.strip() for c in cells):
-                continue
             number += 1
-            text = _csv_text(cells)
-            if "\x00" in text:
-                yield RawRecord(number, line, text.replace("\x00", "\\x00"), None, "NUL byte in CSV row")
-                continue
-            if len(cells) != len(header):
-                yield RawRecord(
-                    number, line, text, None,
-                    f"CSV row has {len(cells)} cells, header has {len(header)}",
-                )
-                continue
-            yield RawRecord(number, line, text, dict(zip(header, cells)), None)
+            yield number, line, f"malformed CSV row: {exc}"
+            continue
+        if not cells or all(not c.strip() for c in cells):
+            continue
+        number += 1
+        yield number, line, cells
+
+
+def csv_record(number: int, line: int, cells: list[str] | str, header: CsvHeader) -> RawRecord:
+    """One CSV row as a RawRecord: header -> cell dict, or the reason it is not a record."""
+    if isinstance(cells, str):
+        return RawRecord(number, line, "", None, cells)
+    text = _csv_text(cells)
+    if "\x00" in text:
+        return RawRecord(number, line, text.replace("\x00", "\\x00"), None, "NUL byte in CSV row")
+    bad = invalid_utf8(text)
+    if bad:
+        return RawRecord(number, line, text, None, bad)
+    if [c.strip() for c in cells] == header.stripped:
+        return RawRecord(number, line, text, None, "repeated CSV header row (exports concatenated?); not a record")
+    if len(cells) != len(header.names):
+        return RawRecord(
+            number, line, text, None,
+            f"CSV row has {len(cells)} cells, header has {len(header.names)}",
+        )
+    return RawRecord(number, line, text, dict(zip(header.names, cells)), None)
+
+
+def _without_bom(lines: Iterator[str]) -> Iterator[str]:
+    """Lines with U+FEFF removed: a BOM mid-file (exports concatenated with `cat`) is not data."""
+    for line in lines:
+        yield line.replace("\ufeff", "") if "\ufeff" in line else line
+
+
+_CSV_OUT = threading.local()
 
 
 def _csv_text(cells: list[str]) -> str:
-    out = io.StringIO()
-    csv.writer(out, lineterminator="").writerow(cells)
-    return out.getvalue()
+    """The row as CSV text (for quarantine); one writer per thread, reused (~3x cheaper per row)."""
+    state = getattr(_CSV_OUT, "state", None)
+    if state is None:
+        buffer = io.StringIO()
+        state = _CSV_OUT.state = (buffer, csv.writer(buffer, lineterminator=""))
+    buffer, writer = state
+    buffer.seek(0)
+    buffer.truncate()
+    writer.writerow(cells)
+    return buffer.getvalue()
 
 
 # ---------------------------------------------------------------------- sniffing
+_LINE_END_RE = re.compile(r"\r\n|\r|\n")
+
+
+def _binary(text: str) -> bool:
+    """Binary data, not text with a stray NUL: a NUL in the first line or in over 1% of the head."""
+    head = text[:4096]
+    if "\x00" not in head:
+        return False
+    return "\x00" in _LINE_END_RE.split(head, 1)[0] or head.count("\x00") * 100 > len(head)
+
+
+def _first_ndjson_object(path: Path, lines: int = 20, cap: int = 8 * 1024 * 1024) -> dict[str, Any] | None:
+    """The first JSON-object line of a file whose first line does not fit the sniffing head (a
+    1 MB token in a gateway log). Reads at most ``lines`` lines, skipping any longer than ``cap``."""
+    try:
+        with open_binary(path) as fh:
+            for _ in range(lines):
+                line = fh.readline(cap)
+                if not line:
+                    return None
+                if not line.endswith(b"\n") and len(line) >= cap:
+                    while (rest := fh.readline(cap)) and not rest.endswith(b"\n"):
+                        pass  # skip the rest of an over-long line without holding it
+                    continue
+                try:
+                    obj = json.loads(line.decode("utf-8").strip().lstrip("\ufeff") or "null")
+                except (ValueError, RecursionError):
+                    continue
+                if isinstance(obj, dict):
+                    return obj
+    except (OSError, EOFError, zlib.error):
+        return None
+    return None
+
+
 def sniff_container(path: Path) -> FileSample:
     """Find the container shape and the first record, reading only the head of the file."""
     head = read_head(path)
     text = head.lstrip(_WS)
     if not text:
         return FileSample(path, "empty")
-    if "\x00" in head[:4096] and text[:1] not in "[{":
+    if _binary(text) and text[:1] not in "[{":
         return FileSample(path, "unknown")
     if text[0] == "[":
         first = next(iter_json_array_from_text(text), None)
@@ -308,7 +495,7 @@ def sniff_container(path: Path) -> FileSample:
             obj = json.loads(first_line)
             if isinstance(obj, dict) and "\n" in text.strip():
                 return FileSample(path, "ndjson", first=obj)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             pass
         # The earliest `"value": [` / `"records": [` is the wrapper (records may contain "value" keys later).
         m = _WRAPPER_RE.search(text)
@@ -318,15 +505,15 @@ def sniff_container(path: Path) -> FileSample:
         try:
             obj = json.loads(text)
             return FileSample(path, "ndjson", first=obj if isinstance(obj, dict) else None)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             # a single (possibly pretty-printed) object, or NDJSON whose first line is huge
             try:
                 obj, _ = json.JSONDecoder().raw_decode(text)
                 return FileSample(path, "ndjson", first=obj if isinstance(obj, dict) else None)
-            except json.JSONDecodeError:
-                return FileSample(path, "ndjson", first=None)
-    # CSV: header line
-    first_line = text.split("\n", 1)[0].rstrip("\r")
+            except (json.JSONDecodeError, RecursionError):
+                return FileSample(path, "ndjson", first=_first_ndjson_object(path))
+    # CSV: header line (CRLF, LF or a lone CR ends it)
+    first_line = _LINE_END_RE.split(text, 1)[0]
     if "," in first_line or "\t" in first_line:
         try:
             header = [c.strip() for c in next(csv.reader([first_line]))]
@@ -348,6 +535,6 @@ def iter_json_array_from_text(text: str) -> Iterator[Any]:
             return
         try:
             value, pos = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             return
         yield value

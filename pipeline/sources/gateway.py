@@ -60,6 +60,7 @@ from typing import Any, Iterator
 from pipeline import tokens
 from pipeline.normalize import BadValue, normalize_ip, parse_time, to_int, to_text
 from pipeline.sources.base import (
+    BatchRows,
     Context,
     Emitted,
     FileSample,
@@ -67,6 +68,7 @@ from pipeline.sources.base import (
     SourceFormat,
     iter_csv,
     iter_json_records,
+    printable,
 )
 
 log = logging.getLogger(__name__)
@@ -372,6 +374,217 @@ def normalize(record: dict[str, Any], ctx: Context) -> list[Emitted]:
 
 
 # ---------------------------------------------------------------------- finish: one tokens row per token
+# ---------------------------------------------------------------------- many records at once
+# The parallel ingest hands whole blocks to ``normalize_many``. A reverse-proxy log repeats one
+# shape millions of times with ~40 requests per token, so per record this does only what varies
+# (the time, the rest object) and computes everything else once per distinct value (the token and
+# its fingerprint, hosts, paths, agents), with the very functions ``normalize`` calls. Records of
+# any other shape (custom field names, alternative or case-variant field names, dotted lookups, no
+# request id) go through ``normalize``. tests/test_ingest_parallel.py compares both on mutated logs.
+_PRIMARY = {column: names[0] for column, names in DEFAULT_FIELDS.items()}
+_ALTERNATIVES = {column: tuple(n.lower() for n in names[1:]) for column, names in DEFAULT_FIELDS.items()}
+_KNOWN_NAMES = frozenset(n.lower() for names in DEFAULT_FIELDS.values() for n in names)
+_OPTIONAL = ("client_ip", "status", "host", "path", "method", "user_agent", "request_id")
+_MISSING = object()
+MEMO_OPTION = "_memo"  # a dict the ingest keeps for one file (see pipeline.ingest_parallel)
+_AUTH_MEMO_MAX = 20_000
+_COLUMNS = ("event_id", "event_time", "event_date", "source_format", "token_fingerprint", "token_source_field",
+            "client_ip", "host", "path", "method", "user_agent", "status", "request_id", "extra", "ingest_batch_id")
+
+
+def _shape(keys: tuple[str, ...]) -> dict[str, bool] | None:
+    """For a record's key tuple: None when lookups could differ from plain ``record[name]`` (case
+    variants, dotted or nested lookups), else per optional column whether an alternative name is
+    present (then the column cannot be read from its first name alone when that one is absent)."""
+    if not all(isinstance(k, str) for k in keys):
+        return None
+    lowered = [k.lower() for k in keys]
+    if len(set(lowered)) != len(keys):
+        return None
+    exact = set(keys)
+    for key, low in zip(keys, lowered):
+        if "." in key or low in ("headers", "request") or (low in _KNOWN_NAMES and key != low):
+            return None
+    if _PRIMARY["token"] not in exact or _PRIMARY["time"] not in exact:
+        return None
+    return {column: any(alt in exact for alt in _ALTERNATIVES[column]) for column in _OPTIONAL}
+
+
+_ISO_Z_RE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})T([0-9]{2}):([0-9]{2}):([0-9]{2})(?:\.([0-9]{1,6}))?Z")
+_DAYS = (0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+
+
+def _iso_z(text: str) -> datetime | None:
+    """``event_time`` of a ``YYYY-MM-DDTHH:MM:SS[.ffffff]Z`` text with every field in range and a year
+    in 1970-9999, computed directly (what a proxy writes on every line); None for anything else."""
+    m = _ISO_Z_RE.fullmatch(text)
+    if m is None:
+        return None
+    year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
+    if not (1970 <= year <= 9999 and 1 <= month <= 12 and 1 <= day and hour <= 23 and minute <= 59 and second <= 59):
+        return None
+    if day > (29 if month == 2 and year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else _DAYS[month]):
+        return None
+    return datetime(year, month, day, hour, minute, second, int((m.group(7) or "0").ljust(6, "0")), tzinfo=timezone.utc)
+
+
+def _storable(value: str) -> str:
+    """What ``ingest.storable`` does to a text value (kept here: sources do not import the ingest)."""
+    if "eyJ" in value:
+        value = tokens.scrub_jwts(value)
+    return value if value.isascii() else printable(value)
+
+
+class _Block:
+    """One block's memos: tokens, distinct column values, key shapes (see ``normalize_many``)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.store = raw_store(ctx)
+        self.day_first = bool(ctx.options.get("day_first"))
+        self.source_format, self.batch_id = ctx.source_format, ctx.batch_id
+        self.token_field = _storable(tokens.clean_text(_PRIMARY["token"]))
+        self.shapes: dict[tuple[str, ...], dict[str, bool] | None] = {}
+        # authorization value -> (token, fingerprint): per file when the ingest passes a memo (a token
+        # recurs over its lifetime, far beyond one block), bounded; else per block
+        memo = ctx.options.get(MEMO_OPTION)
+        self.auth: dict[str, tuple[str, str] | None] = memo.setdefault("gateway_auth", {}) if isinstance(memo, dict) else {}
+        if len(self.auth) > _AUTH_MEMO_MAX:
+            self.auth.clear()
+        self.values: dict[tuple[str, type, Any], tuple[Any, bool]] = {}
+        self.plain_keys: dict[str, bool] = {}
+
+    def column(self, name: str, value: Any) -> tuple[bool, Any, bool]:
+        """(absent, column value, consumed) of a present value, as ``normalize`` computes them."""
+        key = (name, type(value), value)  # the type too: 1, 1.0 and True are equal keys but different text
+        hit = self.values.get(key)
+        if hit is not None:
+            return hit
+        out: tuple[Any, bool]
+        if _is_absent(value):
+            self.values[key] = (True, None, False)
+            return self.values[key]
+        if name == "client_ip":
+            try:
+                out = (normalize_ip(str(value).split(",")[0] if isinstance(value, str) else value), True)
+            except BadValue:
+                out = (None, False)  # the unparsable value stays in extra
+        elif name == "status":
+            try:
+                number = to_int(value)
+                out = (None, False) if number is not None and not -_INT64 <= number < _INT64 else (number, True)
+            except BadValue:
+                out = (None, False)
+        else:
+            text = _text(value)
+            if name == "host":
+                text = text.lower() if text else None
+            elif name == "method":
+                text = text.upper() if text else None
+            elif name in ("path", "user_agent", "request_id"):
+                text = tokens.scrub_text(text) if text else None
+            out = (_storable(text) if isinstance(text, str) else text, True)
+        self.values[key] = (False, *out)
+        return self.values[key]
+
+    def row(self, record: dict[str, Any]) -> tuple[Any, ...] | None:
+        """The token_events row of ``record`` in ``_COLUMNS`` order, or None: ``normalize`` decides."""
+        keys = tuple(record)
+        if keys not in self.shapes:
+            self.shapes[keys] = _shape(keys)
+        shape = self.shapes[keys]
+        if shape is None:
+            return None
+        auth = record[_PRIMARY["token"]]
+        if type(auth) is not str:
+            return None
+        found = self.auth.get(auth, _MISSING)
+        if found is _MISSING:
+            token = token_value(auth)
+            found = self.auth[auth] = None if token is None else (token, tokens.fingerprint(token))
+        if found is None:
+            return None
+        self.store.add(*found)  # registered as normalize does (the block's store goes to the parent)
+        time_value = record[_PRIMARY["time"]]
+        when = _iso_z(time_value) if type(time_value) is str else None
+        if when is None:
+            if _is_absent(time_value):
+                return None
+            try:
+                when = event_time(time_value, day_first=self.day_first)
+            except BadValue:
+                return None
+        values: dict[str, Any] = {}
+        consumed = {_PRIMARY["token"], _PRIMARY["time"]}
+        memo = self.values
+        for name in _OPTIONAL:
+            value = record.get(_PRIMARY[name], _MISSING)
+            if value is _MISSING:
+                absent, values[name], taken = True, None, False
+            else:  # TypeError for an object or list value: normalize decides
+                hit = memo.get((name, type(value), value))
+                absent, values[name], taken = hit if hit is not None else self.column(name, value)
+            if absent and shape[name]:  # an alternative field name would be read instead
+                return None
+            if taken:
+                consumed.add(_PRIMARY[name])
+        request_id = values["request_id"]
+        if not request_id or request_id.isdigit():
+            return None  # event id from the whole record: normalize
+        rest = {k: v for k, v in record.items() if k not in consumed}
+        simple = True
+        for k, v in rest.items():
+            plain = self.plain_keys.get(k)
+            if plain is None:
+                plain = self.plain_keys[k] = tokens.scrub_text(k) == k and not tokens.is_credential_key(k)
+            if not plain or not (v is None or type(v) in (int, float, bool)):
+                simple = False
+                break
+        if simple:  # plain keys and numbers: scrub_obj changes nothing, and only None is absent
+            rest = {k: v for k, v in rest.items() if v is not None}
+        else:
+            rest = {k: v for k, v in tokens.scrub_obj(rest).items() if not _is_absent(v)}
+        extra = None
+        if rest:
+            extra = tokens.clean_text(json.dumps(rest, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True))
+            if "eyJ" in extra or not extra.isascii():
+                extra = _storable(extra)
+        return (
+            request_id, when, f"{when.year:04d}-{when.month:02d}-{when.day:02d}", self.source_format, found[1], self.token_field,
+            values["client_ip"], values["host"], values["path"], values["method"], values["user_agent"],
+            values["status"], request_id, extra, self.batch_id,
+        )
+
+
+def normalize_many(records: list[RawRecord], ctx: Context) -> BatchRows:
+    """``normalize`` plus the ingest's storable and schema steps, for the records of a block whose
+    shape allows it; the others are left for ``normalize`` (``BatchRows.rest``)."""
+    if ctx.options.get(FIELDS_OPTION):
+        return BatchRows({}, {}, list(range(len(records))))
+    block = _Block(ctx)
+    cols: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
+    owner: list[int] = []
+    rest_of: list[int] = []
+    for i, raw in enumerate(records):
+        row = None
+        if not raw.error and type(raw.data) is dict:
+            try:
+                row = block.row(raw.data)
+            except Exception:  # noqa: BLE001 - anything unexpected: normalize decides (and words it)
+                row = None
+        if row is None:
+            rest_of.append(i)
+            continue
+        owner.append(i)
+        for name, value in zip(_COLUMNS, row):
+            cols[name].append(value)
+    if not owner:
+        return BatchRows({}, {}, rest_of)
+    return BatchRows({"token_events": cols}, {"token_events": owner}, rest_of)
+
+
+FINISH_COLUMNS = ("token_fingerprint", "event_time")  # all that finish reads of a row
+
+
 def finish(emitted: list[Emitted], ctx: Context) -> list[Emitted]:
     """Aggregate the batch's accepted token_events per token, decode each distinct token once,
     check signatures when ``ctx.options["signature_checker"]`` is set, and return tokens rows."""
@@ -508,6 +721,8 @@ FORMATS = [
         records=_json_records,
         normalize=normalize,
         finish=finish,
+        finish_columns=FINISH_COLUMNS,
+        normalize_many=normalize_many,
     ),
     SourceFormat(
         name="gateway_csv",
@@ -517,5 +732,7 @@ FORMATS = [
         records=iter_csv,
         normalize=normalize,
         finish=finish,
+        finish_columns=FINISH_COLUMNS,
+        normalize_many=normalize_many,
     ),
 ]

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from pathlib import Path, PurePath
+from typing import Any, Callable, Iterable, Iterator
 
 from pipeline.normalize import (
     BadValue,
@@ -163,7 +163,7 @@ def type_from_is_interactive(value: Any) -> str | None:
 
 
 def type_from_portal_file(path: Path | str | None) -> str | None:
-    name = Path(path).name.lower() if path else ""
+    name = (path if isinstance(path, PurePath) else Path(path)).name.lower() if path else ""
     for prefix, kind in PORTAL_FILE_PREFIXES:
         if prefix in name:
             return kind
@@ -240,6 +240,32 @@ def signin_row(
     mapped: set[str] = set()
     day_first = bool(ctx.options.get("day_first"))
     for column, paths in _PATHS[dialect]:
+        if len(paths) == 1 and column != "event_time":
+            # One source path (every Graph column): the loop below without its lists, same result.
+            path = paths[0]
+            held = view[path] if path in view else (lookup(view, path) if "." in path else None)
+            convert = CONVERT.get(column, to_text)
+            value = None
+            if convert is to_text and type(held) is str and held.strip():
+                value, raw = held.strip(), held  # to_text of non-blank text, inline (most columns)
+            elif not _empty(held):
+                try:
+                    value = convert(held)
+                except BadValue as exc:
+                    raise BadValue(f"{column} from {path!r}: {exc}") from exc
+                raw = held
+            if value is None:
+                raw = fallbacks.get(column)
+                try:
+                    value = convert(raw)
+                except BadValue as exc:
+                    raise BadValue(f"{column} from '(fallback)': {exc}") from exc
+            row[column] = value
+            if path in view:
+                held = view[path]
+                if held is raw or _empty(held) or to_text(held) == to_text(raw):
+                    mapped.add(path)
+            continue
         found = [(p, v) for p in paths if not _empty(v := lookup(view, p))]
         if column == "event_time":
             options = [_event_time(found, fallbacks.get(column))]
@@ -300,21 +326,37 @@ def _page_items(data: Any, key: str) -> list[Any] | None:
     return None
 
 
+def paged_layout(path: Path) -> str | None:
+    """How ``iter_paged_records`` reads ``path``: "array", "ndjson" (one object a line), "stream"
+    (pretty or back-to-back objects), or None when the file is blank."""
+    text = read_head(path).lstrip(_WS)
+    if not text:
+        return None
+    if text[0] == "[":
+        return "array"
+    try:
+        one_line = isinstance(json.loads(text.split("\n", 1)[0]), dict)
+    except (json.JSONDecodeError, RecursionError):
+        one_line = False
+    # NDJSON keeps one bad line to itself; anything else is a stream of (pretty) objects.
+    return "ndjson" if one_line else "stream"
+
+
 def iter_paged_records(path: Path, key: str) -> Iterator[RawRecord]:
     """Records of a JSON array, NDJSON, ``{key: [...]}`` pages: one page, an array of pages,
     one page per line or pages written back to back (``curl >> file``). Pages are expanded."""
-    text = read_head(path).lstrip(_WS)
-    if not text:
+    layout = paged_layout(path)
+    if layout is None:
         return
-    if text[0] == "[":
+    if layout == "array":
         source = iter_json_array(path)
     else:
-        try:
-            one_line = isinstance(json.loads(text.split("\n", 1)[0]), dict)
-        except json.JSONDecodeError:
-            one_line = False
-        # NDJSON keeps one bad line to itself; anything else is a stream of (pretty) objects.
-        source = iter_ndjson(path) if one_line else _iter_json_stream(path, skip_to_array=False)
+        source = iter_ndjson(path) if layout == "ndjson" else _iter_json_stream(path, skip_to_array=False)
+    yield from expand_pages(source, key)
+
+
+def expand_pages(source: Iterable[RawRecord], key: str) -> Iterator[RawRecord]:
+    """The records of ``source`` with ``{key: [...]}`` pages expanded, numbered from 1."""
     number = 0
     for raw in source:
         items = _page_items(raw.data, key)
@@ -324,7 +366,11 @@ def iter_paged_records(path: Path, key: str) -> Iterator[RawRecord]:
             continue
         for item in items:
             number += 1
-            text_item = json.dumps(item, ensure_ascii=False)
+            try:
+                text_item = json.dumps(item, ensure_ascii=False)
+            except (RecursionError, ValueError):
+                yield RawRecord(number, raw.line, "", None, "page entry is JSON nested too deeply")
+                continue
             if isinstance(item, dict):
                 yield RawRecord(number, raw.line, text_item, item, None)
             else:
@@ -351,7 +397,7 @@ def first_record(sample: FileSample) -> tuple[str | None, dict[str, Any] | None]
         if sample.container == "json_wrapped":
             try:
                 obj, _ = json.JSONDecoder().raw_decode(text)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 return None, None
             return None, obj if isinstance(obj, dict) else None
         return None, None

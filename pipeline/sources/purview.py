@@ -187,9 +187,19 @@ def _parsed(record: dict[str, Any]) -> dict[str, Any]:
     """The record with JSON-string values parsed (OfficeActivity/OTRF nesting) and text trimmed."""
     out: dict[str, Any] = {}
     for key, value in record.items():
-        value = maybe_json(value)
-        if isinstance(value, str):
-            value = value.strip()  # OTRF OriginatingServer ends in "\r\n"
+        if type(value) is str:  # maybe_json, then strip, inline: ~40 values a record
+            text = value.strip()  # OTRF OriginatingServer ends in "\r\n"
+            if text[:1] in ("{", "[") and text[-1:] in ("}", "]"):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError:
+                    value = text
+            else:
+                value = text
+        else:
+            value = maybe_json(value)
+            if isinstance(value, str):
+                value = value.strip()
         out[str(key)] = value
     return out
 
@@ -494,7 +504,9 @@ def unwrap(record: dict[str, Any]) -> dict[str, Any]:
         try:
             audit = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise BadValue(f"AuditData is not valid JSON: {exc.msg} at char {exc.pos}") from exc
+            raise BadValue(f"AuditData is not valid JSON: {exc.msg.removesuffix(' at')} at char {exc.pos}") from exc
+        except RecursionError:
+            raise BadValue("AuditData is JSON nested too deeply") from None
     if not isinstance(audit, dict):
         raise BadValue(f"AuditData is a {type(audit).__name__}, not a JSON object")
     out = dict(audit)
