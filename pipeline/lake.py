@@ -200,11 +200,28 @@ class Lake:
     @contextmanager
     def lock(self) -> Iterator[None]:
         """Hold the lake's writer lock; a second writer gets a clear LakeBusy at once."""
+        with self._flock(LOCK_FILE, "writing to"):
+            self.recover()
+            checkpoint("locked")
+            yield
+
+    @contextmanager
+    def run_lock(self, name: str) -> Iterator[None]:
+        """A lock for a whole multi-step run (e.g. ``nightly``), beside the writer lock.
+
+        The writer lock is taken and released by each step; this one keeps a second run of the same
+        kind from interleaving its steps with ours.
+        """
+        with self._flock(f".tokenhunt-{name}.lock", f"running {name} on"):
+            yield
+
+    @contextmanager
+    def _flock(self, file_name: str, doing: str) -> Iterator[None]:
         problem = lake_path_problem(self.root)
         if problem:
             raise LakePathError(problem)
         self.root.mkdir(parents=True, exist_ok=True)
-        path = self.root / LOCK_FILE
+        path = self.root / file_name
         fh = open(path, "a+")
         try:
             try:
@@ -213,15 +230,13 @@ class Lake:
                 fh.seek(0)
                 holder = fh.read().strip() or "unknown"
                 raise LakeBusy(
-                    f"another tokenhunt run is writing to {self.root} (lock {path}, held by {holder}); "
+                    f"another tokenhunt run is {doing} {self.root} (lock {path}, held by {holder}); "
                     "wait for it to finish or run on another --lake"
                 ) from None
             fh.seek(0)
             fh.truncate()
             fh.write(f"pid {os.getpid()} since {utcnow().isoformat()}")
             fh.flush()
-            self.recover()
-            checkpoint("locked")
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -47,6 +47,7 @@ import importlib
 import json
 import os
 import traceback
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -611,7 +612,11 @@ def run_nightly(
     policy_name = quality_policy or getattr(settings, "quality_policy", None) or "warn"
     examined: list[str] = []
     digest: str | None = None
+    run_lock = ExitStack()
     try:
+        # One nightly at a time on a lake: each step takes the writer lock itself, this keeps a
+        # second run from interleaving its steps (and re-examining the same batches).
+        run_lock.enter_context(lake.run_lock("nightly"))
         if keys_path is not None and not keys_path.exists():
             run.errors.append(f"keys: {keys_path}: no such folder or file")
             keys_path = None
@@ -638,6 +643,7 @@ def run_nightly(
         except OSError as exc:
             run.errors.append(_error("nightly state", exc))
     _retention_step(run, lake, settings, Path(policy) if policy else None, profile, as_of)
+    run_lock.close()
     run.finished = utcnow()
     try:
         write_reports(run)

@@ -135,3 +135,27 @@ def test_replace_supersedes_old_files_atomically(lake_dir: Path):
     b.commit({})
     assert count(lake, "indicators") == 2
     assert len(lake.table_files("indicators")) == 1
+
+
+def _hold_run_lock(path: str, ready, release) -> None:
+    with Lake(Path(path)).run_lock("nightly"):
+        ready.set()
+        release.wait(10)
+
+
+def test_second_nightly_run_is_refused_while_one_runs(lake_dir: Path, tmp_path: Path):
+    from pipeline.nightly import run_nightly
+
+    ctx = multiprocessing.get_context("fork")
+    ready, release = ctx.Event(), ctx.Event()
+    p = ctx.Process(target=_hold_run_lock, args=(str(lake_dir), ready, release))
+    p.start()
+    try:
+        assert ready.wait(10)
+        run = run_nightly([], lake_dir, out=tmp_path / "out")
+        assert any("running nightly on" in e for e in run.errors)
+        with Lake(lake_dir).lock():  # the writer lock is free: only nightly runs exclude each other
+            pass
+    finally:
+        release.set()
+        p.join(10)
