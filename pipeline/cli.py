@@ -759,7 +759,7 @@ def sql_ddl(
 # --------------------------------------------------------------------------- bench
 @app.command()
 def bench(
-    events: int = typer.Option(300_000, "--events", help="Events at 1x (30 % sign-ins, 20 % mail, 50 % token requests)."),
+    events: int = typer.Option(200_000, "--events", help="Events at 1x (30 % sign-ins, 20 % mail, 50 % token requests)."),
     out: Path = typer.Option(Path("bench_out"), "--out", help="Folder for bench.json, bench.md and the cached data."),
     repeat: int = typer.Option(3, "--repeat", help="Runs per figure; the median is reported."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Ingest worker processes (default: the CPU count)."),

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import atexit
 import csv
+import gc
 import multiprocessing
 import os
 import pickle
@@ -165,7 +166,21 @@ def run_block(job: tuple[Any, ...]) -> dict[str, Any]:
 
     ``events`` has one entry per record in order: the number of rows it added, 0 when it was out of
     scope, or (number, line, table, reason, raw text) when it goes to quarantine.
+
+    The cyclic garbage collector is paused for the block: a block's parsed records are thousands of
+    small containers, which made collections cost a third of the time (Graph: 95 -> 65 us a
+    record); the records hold no cycles, and collection resumes between blocks.
     """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return _run_block(job)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _run_block(job: tuple[Any, ...]) -> dict[str, Any]:
     fmt_name, layout, options, batch_id, path, header, payload = job
     fmt = sources.by_name(fmt_name)
     ctx = Context(path=Path(path), source_format=fmt.name, batch_id=batch_id, options=dict(options))
@@ -202,7 +217,8 @@ def run_block(job: tuple[Any, ...]) -> dict[str, Any]:
         pieces, owners = [], []
         if taken and table in taken.columns:
             columns, fast_owner = taken.columns[table], taken.owner[table]
-            pieces.append(pa.Table.from_pydict({c: columns.get(c, [None] * len(fast_owner)) for c in schema.names}, schema=schema))
+            empty = [None] * len(fast_owner)
+            pieces.append(pa.Table.from_pydict({c: columns.get(c, empty) for c in schema.names}, schema=schema))
             owners += fast_owner
             for i in fast_owner:
                 events[i] += 1
@@ -354,7 +370,6 @@ class ParallelFileIngest(_FileIngest):
         tables: dict[str, tuple[pa.Table, list[int]]] = block["tables"]
         for table, (data, _) in tables.items():
             self.counts(table).read += data.num_rows
-            self._times(table, data)
         cursor = dict.fromkeys(tables, 0)
         for i, event in enumerate(block["events"]):
             self.result.records += 1
@@ -405,6 +420,7 @@ class ParallelFileIngest(_FileIngest):
             if not pieces:
                 continue
             data = pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)
+            self._times(table, data)  # over accepted rows, duplicates included, as accept() does
             written, duplicates = self.batch.add_arrow(table, data)
             self.counts(table).written += written.num_rows
             self.counts(table).duplicates += duplicates

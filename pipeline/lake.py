@@ -384,7 +384,10 @@ class Batch:
         names = spec.arrow_schema().names
         pieces = []
         for part, indices in by_partition.items():
-            piece = data.take(indices) if len(indices) < data.num_rows else data
+            if indices[-1] - indices[0] + 1 == len(indices):  # one run of rows (time-ordered input): no copy
+                piece = data.slice(indices[0], len(indices))
+            else:
+                piece = data.take(indices)
             self._stage_table(spec, part, piece.select(names))
             pieces.append(piece)
         return (pa.concat_tables(pieces) if pieces else data.slice(0, 0)), duplicates

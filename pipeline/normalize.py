@@ -274,7 +274,7 @@ def name_value_list(value: Any) -> dict[str, Any]:
 
 def extra_json(record: dict[str, Any], mapped: Iterable[str]) -> str | None:
     """JSON text of the record's fields that no column took, so hunts can still reach them."""
-    skip = set(mapped)
+    skip = mapped if isinstance(mapped, (set, frozenset)) else set(mapped)
     # `v or ...`: a truthy JSON value is never one of the empties, so most values skip the comparisons
     rest = {k: v for k, v in record.items() if k not in skip and (v or v not in (None, "", [], {}))}
     if not rest:

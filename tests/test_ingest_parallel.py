@@ -21,7 +21,7 @@ import pytest
 from pipeline import benchdata, ingest, ingest_parallel, schemas, sources
 from pipeline.ingest import ingest_paths, judge
 from pipeline.lake import Lake
-from pipeline.sources import gateway
+from pipeline.sources import gateway, graph
 from pipeline.sources.base import Context, RawRecord
 
 VOLATILE = {"ingest_batch_id", "quarantined_at", "started_at", "committed_at", "run_id", "quality"}
@@ -39,7 +39,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
     odd = lines[:400] + lines[100:130]  # overlapping requests: duplicates within the file
     odd.insert(50, "{not json")
     odd.insert(60, "")  # blank line: no record number
-    odd.insert(70, '{"time": "2026-10-20T01:00:00Z", "authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}')  # no request id
+    no_request_id = {"time": "2026-10-20T01:00:00Z", "authorization": "Bearer eyJhbGciOiJSUzI1NiJ9.e30.c2ln"}
+    odd.insert(70, json.dumps(no_request_id))
     odd.insert(80, '["an array"]')
     rec = json.loads(lines[3])
     rec.update(Host="UPPER.example.com", status="404", client_ip="10.0.0.1:8443, 10.0.0.2")
@@ -182,6 +183,48 @@ def test_gateway_fast_path_leaves_custom_field_names_to_normalize(inputs: list[P
     records = [RawRecord(i + 1, i + 1, "", r, None) for i, r in enumerate(base)]
     ctx = Context(Path("g.jsonl"), "gateway_jsonl", "B", {"token_fields": {"time": "ts"}})
     assert gateway.normalize_many(records, ctx).rest == list(range(5))
+
+
+_GRAPH_POOL: list[Any] = [
+    None, "", " ", "-", 0, 1, True, False, 1.5, 2**70, [], {}, ["x"], {"a": 1}, "2b8f4c1e-7d3a-4e59-9c06-5a1f8e2d3b47",
+    "{2B8F4C1E-7D3A-4E59-9C06-5A1F8E2D3B47}", "not-a-guid", "2026-11-02T08:15:01.1234567+01:00", "11/2/2026 8:15:01 AM",
+    "2026-02-30T00:00:00Z", 1700000000, "198.51.100.7", "[2001:db8::1]:443", "300.1.1.1", " Megan.Bowen@Contoso.com ",
+    "ünïcode", "\ud800x", "eyJhbGciOiJub25lIn0.eyJ4IjoxfQ.sig", "Success", ["nonInteractiveUser"], ["bogus"], "TRUE", "no",
+    {"errorCode": "Success"}, {"errorCode": 50126, "failureReason": " x "}, {"city": "  ", "countryOrRegion": "IE"},
+    '{"city": "Oslo"}',
+]
+_GRAPH_KEYS = ["id", "createdDateTime", "userPrincipalName", "isInteractive", "signInEventTypes", "status", "location",
+               "ipAddress", "resourceTenantId", "uniqueTokenIdentifier", "status.errorCode", "newField", "userAgent"]
+
+
+def test_graph_fast_path_matches_normalize(inputs: list[Path]):
+    fmt = sources.by_name("graph_json")
+    base = [json.loads(line) for line in inputs[0].read_text(encoding="utf-8").splitlines()[:150]]
+    sample = Path(__file__).resolve().parents[1] / "sample_logs" / "signins" / "graph_beta"
+    for path in sorted(sample.glob("*.json")):
+        base += [r.data for r in fmt.records(path) if isinstance(r.data, dict)]
+    rng = random.Random(3)
+    taken = 0
+    for _ in range(40):
+        records = []
+        for i in range(60):
+            record = json.loads(json.dumps(rng.choice(base)))
+            for _ in range(rng.choice([0, 0, 1, 2, 3])):
+                if rng.random() < 0.7:
+                    record[rng.choice(_GRAPH_KEYS if rng.random() < 0.6 else list(record))] = rng.choice(_GRAPH_POOL)
+                elif record:
+                    record.pop(rng.choice(list(record)))
+            records.append(RawRecord(i + 1, i + 1, "", record, None))
+        options = rng.choice([{}, {"sign_in_type": "interactive"}, {"day_first": True}])
+        path = Path(rng.choice(["g.json", "NonInteractiveSignIns_2026.json"]))
+        got = graph.normalize_many_graph(records, Context(path, fmt.name, "B", dict(options)))
+        columns = got.columns.get("signins", {})
+        for n, i in enumerate(got.owner.get("signins", [])):
+            verdict = judge(fmt, Context(path, fmt.name, "B", dict(options)), records[i])
+            assert verdict[0] == "rows", records[i].data
+            assert {c: v[n] for c, v in columns.items()} == verdict[1][0].row, records[i].data
+            taken += 1
+    assert taken > 1000
 
 
 def test_workers_carry_raw_tokens_back_only_in_memory(tmp_path: Path, inputs: list[Path], monkeypatch: pytest.MonkeyPatch):

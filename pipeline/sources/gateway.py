@@ -68,7 +68,7 @@ from pipeline.sources.base import (
     SourceFormat,
     iter_csv,
     iter_json_records,
-    printable,
+    storable_text,
 )
 
 log = logging.getLogger(__name__)
@@ -428,11 +428,7 @@ def _iso_z(text: str) -> datetime | None:
     return datetime(year, month, day, hour, minute, second, int((m.group(7) or "0").ljust(6, "0")), tzinfo=timezone.utc)
 
 
-def _storable(value: str) -> str:
-    """What ``ingest.storable`` does to a text value (kept here: sources do not import the ingest)."""
-    if "eyJ" in value:
-        value = tokens.scrub_jwts(value)
-    return value if value.isascii() else printable(value)
+_storable = storable_text
 
 
 class _Block:
@@ -545,11 +541,13 @@ class _Block:
             rest = {k: v for k, v in tokens.scrub_obj(rest).items() if not _is_absent(v)}
         extra = None
         if rest:
-            extra = tokens.clean_text(json.dumps(rest, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True))
+            text = json.dumps(rest, separators=(",", ":"), ensure_ascii=False, default=str, sort_keys=True)
+            extra = tokens.clean_text(text)
             if "eyJ" in extra or not extra.isascii():
                 extra = _storable(extra)
         return (
-            request_id, when, f"{when.year:04d}-{when.month:02d}-{when.day:02d}", self.source_format, found[1], self.token_field,
+            request_id, when, f"{when.year:04d}-{when.month:02d}-{when.day:02d}", self.source_format, found[1],
+            self.token_field,
             values["client_ip"], values["host"], values["path"], values["method"], values["user_agent"],
             values["status"], request_id, extra, self.batch_id,
         )

@@ -27,6 +27,7 @@ from pipeline.normalize import (
     unique_token_id_from_request_id,
 )
 from pipeline.sources.base import (
+    BatchRows,
     Context,
     Emitted,
     FileSample,
@@ -38,6 +39,7 @@ from pipeline.sources.base import (
     iter_json_array_from_text,
     iter_ndjson,
     read_head,
+    storable_text,
 )
 
 TABLE = "signins"
@@ -441,6 +443,144 @@ def normalize_graph(record: dict[str, Any], ctx: Context) -> list[Emitted]:
     return [Emitted(TABLE, signin_row(record, "graph", ctx, source_format=GRAPH_JSON, sign_in_type=kind))]
 
 
+# ---------------------------------------------------------------------- many Graph records at once
+# The parallel ingest hands whole blocks to ``normalize_many_graph``. Graph exports repeat a few
+# thousand distinct values per column (apps, users, tenants, agents), so every conversion
+# ``signin_row`` would make is memoized per distinct value, and the row comes out in one pass.
+# A record is left to ``normalize_graph`` when anything could make ``signin_row`` take another
+# turn: a dotted literal key, a value that converts to nothing or raises, no id or time, no type.
+_GRAPH_PLAN = [(column, paths[0], CONVERT.get(column, to_text), tuple(paths[0].split(".")) if "." in paths[0] else None)
+               for column, paths in _PATHS["graph"] if column != "event_time"]
+_GRAPH_TOP = frozenset([*(path for _, path, _, nested in _GRAPH_PLAN if not nested), *CROSSWALK["event_time"][0]])
+SIGNIN_COLUMNS = (
+    "event_id", "event_time", "event_date", "source_format", "sign_in_type",
+    *(c for c, _, _, _ in _GRAPH_PLAN if c != "event_id"), "unique_token_id_derived", "extra", "ingest_batch_id",
+)
+_NO_VALUE = object()  # signin_row would not map the value: normalize_graph decides
+_MISS = object()
+_SCALARS = (str, int, float, bool)
+_MEMO_MAX = 200_000
+
+
+class _GraphBlock:
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.day_first = bool(ctx.options.get("day_first"))
+        self.portal_kind = type_from_portal_file(ctx.path)
+        self.option_kind = type_from_option(ctx)
+        # (column, type, value) -> stored value, None (empty) or _NO_VALUE; kept for the whole file when
+        # the ingest passes a memo (apps, users, agents recur all day), bounded
+        memo = ctx.options.get("_memo")
+        self.memo: dict[tuple[str, type, Any], Any] = memo.setdefault("graph", {}) if isinstance(memo, dict) else {}
+        if len(self.memo) > _MEMO_MAX:
+            self.memo.clear()
+        self.dotted: dict[tuple[str, ...], bool] = {}
+
+    def convert(self, column: str, convert: Callable[[Any], Any], value: Any, key: Any) -> Any:
+        """``convert(value)`` ready to store; None for an empty value; _NO_VALUE when signin_row
+        would not map the key (the value converts to nothing) or would raise."""
+        if _empty(value):
+            out: Any = None
+        else:
+            try:
+                out = convert(value)
+            except BadValue:
+                out = _NO_VALUE
+            if out is None:
+                out = _NO_VALUE
+            elif type(out) is str and ("eyJ" in out or not out.isascii()):
+                out = storable_text(out)
+        if key is not None:
+            self.memo[key] = out
+        return out
+
+    def row(self, record: dict[str, Any]) -> tuple[Any, ...] | None:
+        keys = tuple(record)
+        dotted = self.dotted.get(keys)
+        if dotted is None:
+            dotted = self.dotted[keys] = any(not isinstance(k, str) or "." in k for k in keys)
+        if dotted:
+            return None
+        try:
+            interactive_kind = type_from_is_interactive(record.get("isInteractive"))
+        except BadValue:
+            return None
+        kind = first_known(type_from_event_types(record.get("signInEventTypes")), self.portal_kind, interactive_kind,
+                           self.option_kind)
+        if kind is None:
+            return None
+        created = record.get("createdDateTime")
+        if _empty(created):
+            return None
+        try:
+            when = parse_time(created, day_first=self.day_first)
+        except BadValue:
+            return None
+        if when is None:
+            return None
+        values: dict[str, Any] = {}
+        memo = self.memo
+        for column, path, convert, nested in _GRAPH_PLAN:
+            if nested is None:
+                held = record.get(path)
+            else:  # status.errorCode: an object's member directly, else lookup (JSON text, deeper paths)
+                parent = record.get(nested[0])
+                held = parent.get(nested[1]) if type(parent) is dict and len(nested) == 2 else lookup(record, path)
+            if held is None:
+                values[column] = None
+                continue
+            kind_of = type(held)
+            if kind_of in _SCALARS:
+                key = (column, kind_of, held)
+                value = memo.get(key, _MISS)
+                if value is _MISS:
+                    value = self.convert(column, convert, held, key)
+            else:
+                value = self.convert(column, convert, held, None)
+            if value is _NO_VALUE:
+                return None
+            values[column] = value
+        event_id = values.pop("event_id")
+        if event_id is None:
+            return None
+        if values["is_interactive"] is None:
+            values["is_interactive"] = kind == INTERACTIVE
+        derived = values["unique_token_id"] is None
+        if derived:
+            values["unique_token_id"] = unique_token_id_from_request_id(event_id)
+        extra = extra_json(record, _GRAPH_TOP)
+        if extra is not None and ("eyJ" in extra or not extra.isascii()):
+            extra = storable_text(extra)
+        day = f"{when.year:04d}-{when.month:02d}-{when.day:02d}" if when.year >= 1000 else when.strftime("%Y-%m-%d")
+        return (event_id, when, day, GRAPH_JSON, kind, *values.values(), derived, extra, self.ctx.batch_id)
+
+
+def normalize_many_graph(records: list[RawRecord], ctx: Context) -> BatchRows:
+    """``normalize_graph`` plus the ingest's storable and schema steps for a block of records;
+    records it cannot vouch for are left to ``normalize_graph`` (``BatchRows.rest``)."""
+    block = _GraphBlock(ctx)
+    cols: dict[str, list[Any]] = {c: [] for c in SIGNIN_COLUMNS}
+    names = list(cols)
+    owner: list[int] = []
+    rest: list[int] = []
+    for i, raw in enumerate(records):
+        row = None
+        if not raw.error and type(raw.data) is dict:
+            try:
+                row = block.row(raw.data)
+            except Exception:  # noqa: BLE001 - anything unexpected: normalize_graph decides (and words it)
+                row = None
+        if row is None:
+            rest.append(i)
+            continue
+        owner.append(i)
+        for name, value in zip(names, row):
+            cols[name].append(value)
+    if not owner:
+        return BatchRows({}, {}, rest)
+    return BatchRows({TABLE: cols}, {TABLE: owner}, rest)
+
+
 # ---------------------------------------------------------------------- diagnostic_json
 # Envelope fields used when `properties` lacks the value (formats.md section 1b).
 DIAGNOSTIC_FALLBACKS = {
@@ -510,5 +650,6 @@ FORMATS: list[SourceFormat] = [
         sniff=sniff_graph,
         records=records_graph,
         normalize=normalize_graph,
+        normalize_many=normalize_many_graph,
     ),
 ]
