@@ -20,7 +20,7 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Sequence
 
 # CSV cells with whole JSON records (AuditData) exceed the csv module's 128 KiB default.
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -99,6 +99,35 @@ class BatchRows:
     columns: dict[str, dict[str, list[Any]]]
     owner: dict[str, list[int]]
     rest: list[int]
+
+
+def split_block(
+    records: list[RawRecord], row_of: Callable[[dict[str, Any]], Any], table: str, columns: Sequence[str]
+) -> BatchRows:
+    """Run a format's fast-path ``row_of`` (a tuple in ``columns`` order, or None) over a block.
+
+    Records it cannot vouch for (a parse error, not an object, None, or any exception) are left in
+    ``rest`` for the format's per-record ``normalize``, which decides them and words the reason.
+    """
+    cols: dict[str, list[Any]] = {c: [] for c in columns}
+    owner: list[int] = []
+    rest: list[int] = []
+    for i, raw in enumerate(records):
+        row = None
+        if not raw.error and type(raw.data) is dict:
+            try:
+                row = row_of(raw.data)
+            except Exception:  # noqa: BLE001 - anything unexpected: normalize decides
+                row = None
+        if row is None:
+            rest.append(i)
+            continue
+        owner.append(i)
+        for name, value in zip(columns, row):
+            cols[name].append(value)
+    if not owner:
+        return BatchRows({}, {}, rest)
+    return BatchRows({table: cols}, {table: owner}, rest)
 
 
 # ---------------------------------------------------------------------- opening files

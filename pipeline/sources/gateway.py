@@ -60,6 +60,7 @@ from typing import Any, Iterator
 from pipeline import tokens
 from pipeline.normalize import BadValue, normalize_ip, parse_time, to_int, to_text
 from pipeline.sources.base import (
+    split_block,
     BatchRows,
     Context,
     Emitted,
@@ -558,26 +559,7 @@ def normalize_many(records: list[RawRecord], ctx: Context) -> BatchRows:
     shape allows it; the others are left for ``normalize`` (``BatchRows.rest``)."""
     if ctx.options.get(FIELDS_OPTION):
         return BatchRows({}, {}, list(range(len(records))))
-    block = _Block(ctx)
-    cols: dict[str, list[Any]] = {c: [] for c in _COLUMNS}
-    owner: list[int] = []
-    rest_of: list[int] = []
-    for i, raw in enumerate(records):
-        row = None
-        if not raw.error and type(raw.data) is dict:
-            try:
-                row = block.row(raw.data)
-            except Exception:  # noqa: BLE001 - anything unexpected: normalize decides (and words it)
-                row = None
-        if row is None:
-            rest_of.append(i)
-            continue
-        owner.append(i)
-        for name, value in zip(_COLUMNS, row):
-            cols[name].append(value)
-    if not owner:
-        return BatchRows({}, {}, rest_of)
-    return BatchRows({"token_events": cols}, {"token_events": owner}, rest_of)
+    return split_block(records, _Block(ctx).row, "token_events", list(_COLUMNS))
 
 
 FINISH_COLUMNS = ("token_fingerprint", "event_time")  # all that finish reads of a row

@@ -27,6 +27,7 @@ from pipeline.normalize import (
     unique_token_id_from_request_id,
 )
 from pipeline.sources.base import (
+    split_block,
     BatchRows,
     Context,
     Emitted,
@@ -558,27 +559,7 @@ class _GraphBlock:
 def normalize_many_graph(records: list[RawRecord], ctx: Context) -> BatchRows:
     """``normalize_graph`` plus the ingest's storable and schema steps for a block of records;
     records it cannot vouch for are left to ``normalize_graph`` (``BatchRows.rest``)."""
-    block = _GraphBlock(ctx)
-    cols: dict[str, list[Any]] = {c: [] for c in SIGNIN_COLUMNS}
-    names = list(cols)
-    owner: list[int] = []
-    rest: list[int] = []
-    for i, raw in enumerate(records):
-        row = None
-        if not raw.error and type(raw.data) is dict:
-            try:
-                row = block.row(raw.data)
-            except Exception:  # noqa: BLE001 - anything unexpected: normalize_graph decides (and words it)
-                row = None
-        if row is None:
-            rest.append(i)
-            continue
-        owner.append(i)
-        for name, value in zip(names, row):
-            cols[name].append(value)
-    if not owner:
-        return BatchRows({}, {}, rest)
-    return BatchRows({TABLE: cols}, {TABLE: owner}, rest)
+    return split_block(records, _GraphBlock(ctx).row, TABLE, list(dict.fromkeys(SIGNIN_COLUMNS)))
 
 
 # ---------------------------------------------------------------------- diagnostic_json
